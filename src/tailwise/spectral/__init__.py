@@ -1,0 +1,1 @@
+"""Heavy-tailed self-regularization (HT-SR) diagnostics of weight matrices."""
