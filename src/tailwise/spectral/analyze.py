@@ -1,0 +1,407 @@
+"""``analyze``: one row of HT-SR diagnostics per weight matrix, as a pandas DataFrame.
+
+Data flow (DESIGN.md): ``iter_layers(source)`` -> ``esd.eigenvalues(layer)`` ->
+``powerlaw.fit_power_law(evals)`` + ``metrics.*(evals)`` -> one row per matrix. A layer that
+cannot be analysed becomes a row with ``status="failed"`` and a reason; the rest go on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.typing import NDArray
+
+from tailwise.spectral.esd import ESD, ConvMode, EigenMethod, Normalization, eigenvalues
+from tailwise.spectral.metrics import (
+    fit_marchenko_pastur,
+    matrix_entropy,
+    norm_metrics,
+    spectral_distance,
+)
+from tailwise.spectral.powerlaw import FixFingers, PowerLawFit, XminMethod, fit_power_law
+from tailwise.weights import LayerWeights, WeightSource, iter_layers
+
+__all__ = ["COLUMNS", "AnalyzeOptions", "analyze", "analyze_layer", "summary"]
+
+UNDER_TRAINED_ALPHA = 6.0  # source 000: well-trained layers have alpha in [2, 6]
+OVER_TRAINED_ALPHA = 2.0
+
+#: Columns of the table, in order. Meanings: README "The analysis table".
+COLUMNS: tuple[str, ...] = (
+    "name",
+    "kind",
+    "N",
+    "M",
+    "rf",
+    "Q",
+    "num_evals",
+    "alpha",
+    "xmin",
+    "xmax",
+    "D",
+    "sigma",
+    "num_pl_spikes",
+    "num_fingers",
+    "alpha_weighted",
+    "log_alpha_norm",
+    "norm",
+    "log_norm",
+    "spectral_norm",
+    "log_spectral_norm",
+    "stable_rank",
+    "entropy",
+    "matrix_rank",
+    "rank_loss",
+    "log_frobenius_norm",
+    "mp_sigma",
+    "num_spikes",
+    "mp_softrank",
+    "rand_distance",
+    "warning",
+    "status",
+    "reason",
+)
+_INT_COLUMNS = ("N", "M", "rf", "num_evals", "num_pl_spikes", "num_fingers", "matrix_rank",
+                "rank_loss", "num_spikes")  # fmt: skip
+_TEXT_COLUMNS = ("name", "kind", "warning", "status", "reason")
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """Options of :func:`analyze`, parsed and validated once at the public boundary."""
+
+    fit: XminMethod | float = XminMethod.KS
+    xmax: float | None = None
+    fix_fingers: FixFingers | None = None
+    conv: ConvMode = ConvMode.POOLED
+    normalize: Normalization = Normalization.NONE
+    method: EigenMethod = EigenMethod.GRAM
+    rand_distance: bool = False
+    device: torch.device | None = None
+    seed: int = 0
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        fit: str | float = "ks",
+        xmax: float | None = None,
+        fix_fingers: str | None = None,
+        conv: str = "pooled",
+        normalize: str | None = None,
+        method: str = "gram",
+        rand_distance: bool = False,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+    ) -> AnalyzeOptions:
+        def choice(enum_type: Any, value: Any, what: str) -> Any:
+            try:
+                return enum_type(value)
+            except ValueError:
+                allowed = ", ".join(repr(e.value) for e in enum_type)
+                raise ValueError(f"analyze: {what} must be one of {allowed}; got {value!r}") from None
+
+        if isinstance(fit, str):
+            fit_choice: XminMethod | float = choice(XminMethod, fit, "fit")
+        elif isinstance(fit, (int, float)) and math.isfinite(fit) and fit > 0:
+            fit_choice = float(fit)
+        else:
+            raise ValueError(f"analyze: fit must be 'ks', 'median' or a positive xmin; got {fit!r}")
+        if xmax is not None and not (isinstance(xmax, (int, float)) and xmax > 0):
+            raise ValueError(f"analyze: xmax must be a positive number or None; got {xmax!r}")
+        return cls(
+            fit=fit_choice,
+            xmax=None if xmax is None else float(xmax),
+            fix_fingers=None if fix_fingers is None else choice(FixFingers, fix_fingers, "fix_fingers"),
+            conv=choice(ConvMode, conv, "conv"),
+            normalize=choice(Normalization, "none" if normalize is None else normalize, "normalize"),
+            method=choice(EigenMethod, method, "method"),
+            rand_distance=bool(rand_distance),
+            device=None if device is None else torch.device(device),
+            seed=int(seed),
+        )
+
+
+def _empty_row(layer: LayerWeights) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
+    row.update(name=layer.name, kind=layer.kind.value, warning="", status="skipped", reason="")
+    if len(layer.shape) >= 2:
+        n, m = layer.shape[0], layer.shape[1]
+        row.update(N=max(n, m), M=min(n, m), rf=math.prod(layer.shape[2:]))
+    return row
+
+
+def _fit(evals: NDArray[np.float64], options: AnalyzeOptions) -> PowerLawFit:
+    return fit_power_law(
+        evals, xmin=options.fit, xmax=options.xmax, fix_fingers=options.fix_fingers
+    )
+
+
+def _esd_row(
+    base: dict[str, Any], esd: ESD, options: AnalyzeOptions, log_frobenius: float
+) -> dict[str, Any]:
+    row = dict(base)
+    evals = esd.evals
+    row.update(
+        N=esd.N,
+        M=esd.M,
+        rf=esd.rf,
+        Q=esd.Q,
+        num_evals=int(evals.size),
+        matrix_rank=esd.matrix_rank,
+        rank_loss=esd.rank_loss,
+        log_frobenius_norm=log_frobenius,
+        status="ok",
+    )
+    if evals.size == 0 or float(evals[-1]) <= 0.0:
+        row.update(status="failed", reason="all eigenvalues are zero", warning="empty")
+        return row
+    fit = _fit(evals, options)
+    norms = norm_metrics(evals, fit.alpha)
+    mp = fit_marchenko_pastur(evals, esd.Q, esd.M)
+    row.update(
+        alpha=fit.alpha,
+        xmin=fit.xmin,
+        xmax=fit.xmax,
+        D=fit.D,
+        sigma=fit.sigma,
+        num_pl_spikes=fit.n_tail,
+        num_fingers=fit.num_fingers,
+        alpha_weighted=norms.alpha_weighted,
+        log_alpha_norm=norms.log_alpha_norm,
+        norm=norms.norm,
+        log_norm=norms.log_norm,
+        spectral_norm=norms.spectral_norm,
+        log_spectral_norm=norms.log_spectral_norm,
+        stable_rank=norms.stable_rank,
+        entropy=matrix_entropy(evals, esd.matrix_rank),
+        mp_sigma=mp.sigma,
+        num_spikes=mp.num_spikes,
+        mp_softrank=mp.softrank,
+    )
+    if not fit.ok:
+        # A failed fit is reported as such, never as over-trained (WeightWatcher's alpha=-1).
+        row.update(status="failed", reason=f"power-law fit: {fit.reason}")
+    elif fit.alpha < OVER_TRAINED_ALPHA:
+        row["warning"] = "over-trained"
+    elif fit.alpha > UNDER_TRAINED_ALPHA:
+        row["warning"] = "under-trained"
+    return row
+
+
+def _log_frobenius(tensor: torch.Tensor) -> float:
+    """log10 ||W||_F of the stored weights (no conv scaling), accumulated in float64."""
+    total = 0.0
+    flat = tensor.reshape(-1)
+    for start in range(0, flat.numel(), 1 << 22):
+        total += float(flat[start : start + (1 << 22)].double().square().sum())
+    return math.log10(total) if total > 0 else -math.inf
+
+
+def _permuted(tensor: torch.Tensor, seed: int, index: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    flat = tensor.reshape(-1)
+    perm = torch.randperm(flat.numel(), generator=gen).to(flat.device)
+    return flat[perm].reshape(tensor.shape)
+
+
+def analyze_layer(
+    layer: LayerWeights, options: AnalyzeOptions | None = None, *, index: int = 0
+) -> tuple[list[dict[str, Any]], dict[str, NDArray[np.float64]]]:
+    """Rows (one per ESD: more than one only with ``conv="slices"``) and their eigenvalues.
+
+    Never raises for bad weights: a layer that cannot be analysed gives one failed row.
+    """
+    opts = options or AnalyzeOptions()
+    base = _empty_row(layer)
+    if layer.status != "ok" or not layer.kind.analysed:
+        base.update(status="skipped", reason=layer.reason or f"{layer.kind.value} not analysed")
+        return [base], {}
+    try:
+        tensor = layer.tensor()
+        esds = eigenvalues(
+            tensor,
+            kind=layer.kind,
+            conv=opts.conv,
+            normalize=opts.normalize,
+            method=opts.method,
+            device=opts.device,
+        )
+        log_frob = _log_frobenius(tensor)
+        rows, spectra = [], {}
+        random_esds = None
+        if opts.rand_distance:
+            random_esds = eigenvalues(
+                _permuted(tensor, opts.seed, index),
+                kind=layer.kind,
+                conv=opts.conv,
+                normalize=opts.normalize,
+                method=opts.method,
+                device=opts.device,
+            )
+        for j, (suffix, esd) in enumerate(esds):
+            row = _esd_row({**base, "name": layer.name + suffix}, esd, opts, log_frob)
+            if random_esds is not None:
+                row["rand_distance"] = spectral_distance(esd.evals, random_esds[j][1].evals)
+            rows.append(row)
+            spectra[row["name"]] = esd.evals
+        return rows, spectra
+    except Exception as exc:  # one bad layer never sinks the analysis
+        base.update(status="failed", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return [base], {}
+
+
+def _to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    for col in _INT_COLUMNS:
+        df[col] = pd.array(
+            [None if pd.isna(v) else int(v) for v in df[col]], dtype="Int64"
+        )
+    for col in COLUMNS:
+        if col not in _INT_COLUMNS and col not in _TEXT_COLUMNS:
+            df[col] = df[col].astype("float64")
+    return df
+
+
+def _progress_layers(layers: list[LayerWeights], progress: bool) -> Iterator[LayerWeights]:
+    if not progress:
+        yield from layers
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]analyze"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("", total=len(layers))
+        for layer in layers:
+            bar.update(task, description=layer.name)
+            yield layer
+            bar.advance(task)
+
+
+def analyze(
+    source: WeightSource,
+    *,
+    include: str | re.Pattern[str] | None = None,
+    exclude: str | re.Pattern[str] | None = None,
+    fit: str | float = "ks",
+    xmax: float | None = None,
+    fix_fingers: str | None = None,
+    conv: str = "pooled",
+    normalize: str | None = None,
+    method: str = "gram",
+    rand_distance: bool = False,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    keep_evals: bool = False,
+    trust_pickle: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """HT-SR diagnostics of every weight matrix of ``source``: one row per matrix.
+
+    ``source``: an ``nn.Module``, a state dict, a ``.safetensors`` file, a Hugging Face folder
+    or a torch checkpoint (see :func:`tailwise.weights.iter_layers`; files are read one
+    tensor at a time). ``fit``: ``"ks"`` (KS-optimal xmin), ``"median"`` (Hill) or a fixed
+    xmin; ``xmax`` / ``fix_fingers``: see :func:`~tailwise.spectral.powerlaw.fit_power_law`;
+    ``conv``: ``"pooled"`` | ``"slices"`` | ``"flatten"``; ``normalize``: None (W^T W) or
+    ``"N"`` (W^T W / N); ``method``: ``"gram"`` | ``"svd"``; ``rand_distance``: also compute
+    the JS distance to the ESD of the randomly permuted weights (a second decomposition);
+    ``keep_evals``: store ``{name: eigenvalues}`` in ``df.attrs["esd"]`` (for plots).
+
+    Columns: :data:`COLUMNS` (documented in the README). ``df.attrs`` also holds
+    ``"source"`` and ``"options"``.
+
+    >>> import torch
+    >>> df = analyze(torch.nn.Linear(100, 50), progress=False)
+    >>> df.loc[0, ["name", "N", "M", "status"]].tolist()
+    ['weight', 100, 50, 'ok']
+    """
+    options = AnalyzeOptions.parse(
+        fit=fit,
+        xmax=xmax,
+        fix_fingers=fix_fingers,
+        conv=conv,
+        normalize=normalize,
+        method=method,
+        rand_distance=rand_distance,
+        device=device,
+        seed=seed,
+    )
+    layers = list(
+        iter_layers(source, include=include, exclude=exclude, trust_pickle=trust_pickle)
+    )
+    rows: list[dict[str, Any]] = []
+    spectra: dict[str, NDArray[np.float64]] = {}
+    for index, layer in enumerate(_progress_layers(layers, progress)):
+        layer_rows, layer_spectra = analyze_layer(layer, options, index=index)
+        rows.extend(layer_rows)
+        spectra.update(layer_spectra)
+    df = _to_frame(rows)
+    df.attrs["source"] = _describe(source)
+    df.attrs["options"] = {
+        "fit": options.fit.value if isinstance(options.fit, XminMethod) else options.fit,
+        "xmax": options.xmax,
+        "fix_fingers": None if options.fix_fingers is None else options.fix_fingers.value,
+        "conv": options.conv.value,
+        "normalize": options.normalize.value,
+        "method": options.method.value,
+    }
+    if keep_evals:
+        df.attrs["esd"] = spectra
+    return df
+
+
+def _describe(source: object) -> str:
+    if isinstance(source, torch.nn.Module):
+        return f"{type(source).__name__} (in memory)"
+    if isinstance(source, dict):
+        return "state dict (in memory)"
+    return str(source)
+
+
+_SUMMARY_MEANS = (
+    "alpha",
+    "alpha_weighted",
+    "log_norm",
+    "log_spectral_norm",
+    "stable_rank",
+    "log_alpha_norm",
+    "mp_softrank",
+)
+
+
+def summary(df: pd.DataFrame) -> dict[str, float | int]:
+    """Model-level summary of an :func:`analyze` table.
+
+    Means over rows with ``status == "ok"`` of alpha, alpha_weighted, log_norm,
+    log_spectral_norm, stable_rank, log_alpha_norm and mp_softrank; counts of layers by status
+    (``num_ok``, ``num_failed``, ``num_skipped``) and by warning (``num_under_trained``,
+    ``num_over_trained``, ``num_empty``).
+    """
+    missing = [c for c in ("status", "warning", *_SUMMARY_MEANS) if c not in df.columns]
+    if missing:
+        raise ValueError(f"summary: not an analyze() table, missing columns {missing}")
+    ok = df[df["status"] == "ok"]
+    out: dict[str, float | int] = {}
+    for col in _SUMMARY_MEANS:
+        values = ok[col].astype("float64")
+        values = values[np.isfinite(values)]
+        out[col] = float(values.mean()) if len(values) else math.nan
+    out["num_layers"] = len(df)
+    for status in ("ok", "failed", "skipped"):
+        out[f"num_{status}"] = int((df["status"] == status).sum())
+    for warning in ("under-trained", "over-trained", "empty"):
+        out[f"num_{warning.replace('-', '_')}"] = int((df["warning"] == warning).sum())
+    return out

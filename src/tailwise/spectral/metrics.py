@@ -1,0 +1,170 @@
+"""Per-layer spectral metrics computed from an ESD (REFERENCES §1; source 000 §1.4, eq. 3.2).
+
+All functions take eigenvalues of W^T W (float64, any order) and return floats or small
+frozen dataclasses; ``log`` means log10 unless stated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.spatial.distance import jensenshannon
+
+from tailwise.spectral.mp import marchenko_pastur_edges
+
+__all__ = [
+    "MarchenkoPasturFit",
+    "NormMetrics",
+    "fit_marchenko_pastur",
+    "matrix_entropy",
+    "norm_metrics",
+    "spectral_distance",
+]
+
+FloatArray = NDArray[np.float64]
+# Quantile of the Tracy-Widom (beta = 1) law used as the margin above the MP bulk edge: an
+# eigenvalue beyond lambda_+ + 2.02 s_TW is a spike at the 1% level (Johnstone 2001).
+TRACY_WIDOM_99 = 2.02
+
+
+@dataclass(frozen=True)
+class NormMetrics:
+    """Scale metrics of an ESD.
+
+    norm = sum lambda = ||W||_F^2; spectral_norm = lambda_max = ||W||_2^2;
+    stable_rank = norm / spectral_norm; alpha_weighted = alpha * log lambda_max (source 000's
+    alpha-hat); log_alpha_norm = log sum lambda^alpha (the Schatten alpha-norm, NaN without
+    alpha).
+    """
+
+    norm: float
+    log_norm: float
+    spectral_norm: float
+    log_spectral_norm: float
+    stable_rank: float
+    alpha_weighted: float
+    log_alpha_norm: float
+
+
+def _log10(x: float) -> float:
+    return math.log10(x) if x > 0 else -math.inf if x == 0 else math.nan
+
+
+def norm_metrics(evals: ArrayLike, alpha: float = math.nan) -> NormMetrics:
+    """Norm-based metrics of the eigenvalues ``evals`` (shape (n,)); ``alpha`` from a PL fit."""
+    lam = np.asarray(evals, dtype=np.float64)
+    norm = float(lam.sum())
+    top = float(lam.max()) if lam.size else math.nan
+    log_top = _log10(top)
+    if math.isfinite(alpha) and lam.size:
+        # log10 sum lam^alpha computed as top^alpha * sum (lam/top)^alpha to avoid overflow
+        rel = lam[lam > 0] / top
+        log_alpha_norm = alpha * log_top + _log10(float(np.sum(rel**alpha)))
+    else:
+        log_alpha_norm = math.nan
+    return NormMetrics(
+        norm=norm,
+        log_norm=_log10(norm),
+        spectral_norm=top,
+        log_spectral_norm=log_top,
+        stable_rank=norm / top if top > 0 else math.nan,
+        alpha_weighted=alpha * log_top,
+        log_alpha_norm=log_alpha_norm,
+    )
+
+
+def matrix_entropy(evals: ArrayLike, rank: int) -> float:
+    """Normalised matrix entropy (source 000 eq. 3.2): -sum p ln p / ln R.
+
+    p_i = lambda_i / sum lambda over the nonzero eigenvalues, R = the matrix rank. 1 for a
+    flat spectrum, towards 0 as one direction dominates. NaN when R < 2 (0 / 0).
+    """
+    lam = np.asarray(evals, dtype=np.float64)
+    lam = lam[lam > 0]
+    if lam.size == 0 or rank < 2:
+        return math.nan
+    p = lam / lam.sum()
+    return float(-np.sum(p * np.log(p)) / math.log(rank))
+
+
+@dataclass(frozen=True)
+class MarchenkoPasturFit:
+    """Marchenko-Pastur fit of an ESD scaled to mean 1.
+
+    sigma: fitted scale of the random bulk; lambda_plus: bulk edge
+    (sigma (1 + 1/sqrt(Q)))^2 on the mean-1 scale; num_spikes: eigenvalues above
+    lambda_plus + 2.02 s_TW; softrank: lambda_plus / lambda_max (mp_softrank).
+    """
+
+    sigma: float
+    lambda_plus: float
+    num_spikes: int
+    softrank: float
+
+
+def tracy_widom_scale(q: float, m: int, sigma: float = 1.0) -> float:
+    """Scale s_TW of the largest eigenvalue's fluctuations for X = W^T W / N, N = Q M.
+
+    s_TW = sigma^2 (1 + 1/sqrt(Q))^(4/3) Q^(-1/2) M^(-2/3) (Johnstone 2001, in X's units).
+    """
+    return sigma**2 * (1 + 1 / math.sqrt(q)) ** (4 / 3) / math.sqrt(q) * m ** (-2 / 3)
+
+
+def fit_marchenko_pastur(
+    evals: ArrayLike, q: float, m: int, *, max_iter: int = 100
+) -> MarchenkoPasturFit:
+    """Fit the MP bulk of an ESD by iterated spike removal.
+
+    The eigenvalues are scaled to mean 1 (as WeightWatcher does before its MP fit). For pure
+    noise the MP mean is sigma^2, so sigma^2 = mean of the eigenvalues that are not spikes;
+    spikes are those above lambda_+(sigma) + 2.02 s_TW. Start with all eigenvalues, repeat
+    until the set of spikes is stable. Deterministic and O(n) per step, unlike a kernel
+    density fit over a grid of sigma.
+
+    ``q`` = N / M >= 1 and ``m`` = M (the number of eigenvalues of one matrix).
+    """
+    lam = np.asarray(evals, dtype=np.float64)
+    if lam.size == 0 or not np.isfinite(lam).all() or lam.sum() <= 0:
+        return MarchenkoPasturFit(math.nan, math.nan, 0, math.nan)
+    x = np.sort(lam) * (lam.size / lam.sum())
+    inside = x.size
+    sigma2 = 1.0
+    edge = math.nan
+    for _ in range(max_iter):
+        sigma2 = float(x[:inside].mean())
+        edge = marchenko_pastur_edges(q, math.sqrt(sigma2))[1]
+        cut = edge + TRACY_WIDOM_99 * tracy_widom_scale(q, m, math.sqrt(sigma2))
+        new_inside = int(np.searchsorted(x, cut, side="right"))
+        if new_inside == inside or new_inside == 0:
+            break
+        inside = new_inside
+    sigma = math.sqrt(sigma2)
+    return MarchenkoPasturFit(
+        sigma=sigma,
+        lambda_plus=edge,
+        num_spikes=int(x.size - inside),
+        softrank=edge / float(x[-1]),
+    )
+
+
+def spectral_distance(evals: ArrayLike, other: ArrayLike, bins: int = 100) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) between the histograms of two ESDs.
+
+    Both spectra are binned on one common linear grid over [0, max of both]. Used for
+    ``rand_distance`` (source 000's "random distance": the ESD of W against the ESD of W with
+    its entries randomly permuted). WeightWatcher instead feeds the two sorted eigenvalue
+    vectors to the JS formula as if they were probability vectors, which is not a distance
+    between distributions.
+    """
+    a = np.asarray(evals, dtype=np.float64)
+    b = np.asarray(other, dtype=np.float64)
+    top = max(float(a.max(initial=0.0)), float(b.max(initial=0.0)))
+    if top <= 0 or a.size == 0 or b.size == 0:
+        return math.nan
+    edges = np.linspace(0.0, top, bins + 1)
+    pa = np.histogram(a, edges)[0].astype(np.float64)
+    pb = np.histogram(b, edges)[0].astype(np.float64)
+    return float(jensenshannon(pa / pa.sum(), pb / pb.sum(), base=2))
