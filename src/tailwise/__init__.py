@@ -1,1 +1,33 @@
-"""tailwise."""
+"""tailwise: look inside trained neural networks layer by layer.
+
+The public API is re-exported here; see the README for runnable examples.
+"""
+
+from tailwise.spectral.analyze import COLUMNS, analyze, summary
+from tailwise.spectral.esd import eigenvalues
+from tailwise.spectral.powerlaw import PowerLawFit, fit_power_law
+from tailwise.weights import LayerKind, LayerWeights, WeightsError, iter_layers, list_layers
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COLUMNS",
+    "LayerKind",
+    "LayerWeights",
+    "PowerLawFit",
+    "WeightsError",
+    "__version__",
+    "analyze",
+    "eigenvalues",
+    "fit_power_law",
+    "iter_layers",
+    "list_layers",
+    "summary",
+]
+
+
+def write_html(*args: object, **kwargs: object) -> object:
+    """Write the HTML report of an analysis table (see :func:`tailwise.report.write_html`)."""
+    from tailwise.report import write_html as _write_html
+
+    return _write_html(*args, **kwargs)  # type: ignore[arg-type]

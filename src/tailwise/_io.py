@@ -50,3 +50,40 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+TABLE_FORMATS = (".csv", ".json", ".parquet")
+
+
+def write_table(df: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a pandas DataFrame atomically; the format comes from the suffix.
+
+    ``.csv`` (no index), ``.json`` (a list of row records) or ``.parquet`` (needs pyarrow:
+    ``pip install 'tailwise[parquet]'``). ``df.attrs`` (eigenvalue arrays, options) are not
+    written. Raises ``ValueError`` for another suffix.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise ValueError(
+            f"cannot write {target}: unknown table format {suffix or '(none)'!r}; "
+            f"use one of {', '.join(TABLE_FORMATS)}"
+        )
+    plain = df.copy()
+    plain.attrs = {}
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                f"cannot write {target}: parquet needs pyarrow (pip install 'tailwise[parquet]')"
+            ) from None
+        with atomic_path(target) as tmp:
+            plain.to_parquet(tmp, index=False)
+        return target
+    with atomic_open(target, "w") as handle:
+        if suffix == ".csv":
+            plain.to_csv(handle, index=False)
+        else:
+            plain.to_json(handle, orient="records", indent=1)
+    return target

@@ -335,3 +335,36 @@ def test_browser_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:
     assert pixels.shape[:2] == (2000, 1280)
     colours = np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)
     assert len(colours) > 50
+
+
+# --- end to end with the real analysis ------------------------------------------------------
+
+
+def test_report_of_a_real_analysis(tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+
+    from tailwise.spectral.analyze import analyze, summary
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
+    df = analyze(model, keep_evals=True, progress=False)
+    path = write_html(df, tmp_path / "model.html")  # summary(df) by default
+    text = path.read_text(encoding="utf-8")
+    page = parse(text)
+    assert page.layer_rows == [f"layer-{i}" for i in range(len(df))]
+    with_evals = [i for i, name in enumerate(df["name"]) if name in df.attrs["esd"]]
+    assert len(with_evals) == 4  # two conv, two linear weights; biases are skipped rows
+    assert page.figure_ids == [f"esd-{i}" for i in with_evals]
+    for key in summary(df):
+        assert f"<dt>{key}</dt>" in text
+    for image in page.images:
+        assert decode_png(image["src"]).shape[0] > 100

@@ -106,7 +106,9 @@ class AnalyzeOptions:
                 return enum_type(value)
             except ValueError:
                 allowed = ", ".join(repr(e.value) for e in enum_type)
-                raise ValueError(f"analyze: {what} must be one of {allowed}; got {value!r}") from None
+                raise ValueError(
+                    f"analyze: {what} must be one of {allowed}; got {value!r}"
+                ) from None
 
         if isinstance(fit, str):
             fit_choice: XminMethod | float = choice(XminMethod, fit, "fit")
@@ -119,9 +121,13 @@ class AnalyzeOptions:
         return cls(
             fit=fit_choice,
             xmax=None if xmax is None else float(xmax),
-            fix_fingers=None if fix_fingers is None else choice(FixFingers, fix_fingers, "fix_fingers"),
+            fix_fingers=None
+            if fix_fingers is None
+            else choice(FixFingers, fix_fingers, "fix_fingers"),
             conv=choice(ConvMode, conv, "conv"),
-            normalize=choice(Normalization, "none" if normalize is None else normalize, "normalize"),
+            normalize=choice(
+                Normalization, "none" if normalize is None else normalize, "normalize"
+            ),
             method=choice(EigenMethod, method, "method"),
             rand_distance=bool(rand_distance),
             device=None if device is None else torch.device(device),
@@ -261,9 +267,7 @@ def analyze_layer(
 def _to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     for col in _INT_COLUMNS:
-        df[col] = pd.array(
-            [None if pd.isna(v) else int(v) for v in df[col]], dtype="Int64"
-        )
+        df[col] = pd.array([None if pd.isna(v) else int(v) for v in df[col]], dtype="Int64")
     for col in COLUMNS:
         if col not in _INT_COLUMNS and col not in _TEXT_COLUMNS:
             df[col] = df[col].astype("float64")
@@ -339,9 +343,7 @@ def analyze(
         device=device,
         seed=seed,
     )
-    layers = list(
-        iter_layers(source, include=include, exclude=exclude, trust_pickle=trust_pickle)
-    )
+    layers = list(iter_layers(source, include=include, exclude=exclude, trust_pickle=trust_pickle))
     rows: list[dict[str, Any]] = []
     spectra: dict[str, NDArray[np.float64]] = {}
     for index, layer in enumerate(_progress_layers(layers, progress)):

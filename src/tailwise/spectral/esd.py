@@ -97,7 +97,9 @@ def layer_matrices(
     if tensor.ndim == 2:
         return [("", tensor.unsqueeze(0), 1.0)]
     if tensor.ndim < 2:
-        raise ValueError(f"expected a matrix or a convolution kernel, got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"expected a matrix or a convolution kernel, got shape {tuple(tensor.shape)}"
+        )
     out_ch, in_ch = tensor.shape[0], tensor.shape[1]
     kernel = tuple(tensor.shape[2:])
     rf = math.prod(kernel)

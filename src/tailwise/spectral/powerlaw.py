@@ -405,9 +405,7 @@ def fit_power_law(
     3.0
     """
     try:
-        method: XminMethod | float = (
-            XminMethod(xmin) if isinstance(xmin, str) else float(xmin)  # type: ignore[arg-type]
-        )
+        method: XminMethod | float = XminMethod(xmin) if isinstance(xmin, str) else float(xmin)
     except ValueError:
         raise ValueError(
             f"fit_power_law: xmin must be 'ks', 'median' or a number, got {xmin!r}"
