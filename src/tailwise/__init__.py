@@ -3,6 +3,7 @@
 The public API is re-exported here; see the README for runnable examples.
 """
 
+from tailwise.report import write_html
 from tailwise.spectral.analyze import COLUMNS, analyze, summary
 from tailwise.spectral.esd import eigenvalues
 from tailwise.spectral.powerlaw import PowerLawFit, fit_power_law
@@ -23,11 +24,6 @@ __all__ = [
     "iter_layers",
     "list_layers",
     "summary",
+    "write_html",
 ]
 
-
-def write_html(*args: object, **kwargs: object) -> object:
-    """Write the HTML report of an analysis table (see :func:`tailwise.report.write_html`)."""
-    from tailwise.report import write_html as _write_html
-
-    return _write_html(*args, **kwargs)  # type: ignore[arg-type]

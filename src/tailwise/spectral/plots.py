@@ -396,7 +396,12 @@ def plot_alpha(df: pd.DataFrame, *, ax: Axes | None = None) -> Figure:
             [_short(str(n)) for n in names[keep]], rotation=40, ha="right", fontsize="x-small"
         )
     ax.set_title(f"α per layer ({int(keep.sum())} fitted of {len(df)})")
-    ax.legend(loc="upper left", fontsize="small", ncols=4)
+    fitted = alpha[keep]
+    ax.set_ylim(
+        min(ALPHA_BAND[0], float(fitted.min())) - 0.5, max(ALPHA_BAND[1], float(fitted.max())) + 0.5
+    )
+    # Outside the axes: inside it would hide points at the top of the range.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return fig
 
 

@@ -128,7 +128,8 @@ def _cdf_matrix(
     t: FloatArray, logx_points: FloatArray, log_xmin: FloatArray, log_r: FloatArray | None
 ) -> FloatArray:
     """Fitted CDF at ``exp(logx_points)`` (columns) for candidates (rows, exponent t = alpha-1)."""
-    z = logx_points[None, :] - log_xmin[:, None]
+    # Points below xmin are masked by the callers; clamp so they cannot overflow exp.
+    z = np.maximum(logx_points[None, :] - log_xmin[:, None], 0.0)
     surv = np.exp(-t[:, None] * z)
     if log_r is None:
         return np.asarray(1.0 - surv)
