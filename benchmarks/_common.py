@@ -19,16 +19,21 @@ import numpy as np
 import torch
 
 
-def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+def best_of(
+    fn: Callable[[], Any], repeat: int, once_above: float = float("inf")
+) -> tuple[float, Any]:
     """Best wall time (seconds) of ``repeat`` calls of ``fn`` and the last call's result.
 
     The minimum, not the mean: on a shared machine other processes only ever add time.
+    A call slower than ``once_above`` seconds is not repeated (minutes-long peers).
     """
     best, result = float("inf"), None
     for _ in range(max(1, repeat)):
         start = time.perf_counter()
         result = fn()
         best = min(best, time.perf_counter() - start)
+        if best > once_above:
+            break
     return best, result
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+
 from _common import (
     best_of,
     fmt_ratio,
@@ -37,8 +39,6 @@ from _common import (
     quiet,
     thread_report,
 )
-from torch import nn
-
 from tailwise.spectral.analyze import analyze
 
 # (out, in, kernel) of ResNet18's convolutions, in forward order; kernel 1 = downsample.
@@ -134,7 +134,7 @@ def compare(tw: pd.DataFrame, ww: pd.DataFrame) -> pd.DataFrame:
     ours = tw[tw["status"] == "ok"].set_index("name")[["alpha", "xmin", "D", "num_evals"]]
     theirs = ww.assign(name=ww["longname"].astype(str) + ".weight").set_index("name")
     theirs = theirs[["alpha", "xmin", "D", "num_evals"]].astype("float64")
-    both = ours.join(theirs, lsuffix="_tw", rsuffix="_ww", how="inner")
+    both = ours.merge(theirs, left_index=True, right_index=True, suffixes=("_tw", "_ww"))
     both = both[np.isfinite(both["alpha_ww"]) & (both["alpha_ww"] > 0)]  # WW: -1 = failed
     return both.assign(dalpha=(both["alpha_tw"] - both["alpha_ww"]).abs())
 
@@ -145,7 +145,10 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="tailwise device, e.g. cuda (WW: CPU)")
     parser.add_argument("--repeat", type=int, default=3, help="best of r for tailwise")
     parser.add_argument(
-        "--ww-repeat", type=int, default=None, help="best of r for WeightWatcher (default: --repeat)"
+        "--ww-repeat",
+        type=int,
+        default=None,
+        help="best of r for WeightWatcher (default: --repeat)",
     )
     parser.add_argument(
         "--no-heavy-tailed", action="store_true", help="skip the Student-t variants"
@@ -159,7 +162,8 @@ def main() -> None:
     repeat = 1 if args.quick else args.repeat
     ww_repeat = 1 if args.quick else (args.ww_repeat or args.repeat)
 
-    import weightwatcher  # imported before the header so its thread pools are listed
+    with quiet():  # it prints a CUDA notice on import
+        import weightwatcher
 
     print(machine_header())
     print(f"weightwatcher {weightwatcher.__version__}; tailwise device: {args.device or 'cpu'}")

@@ -208,7 +208,7 @@ def _log_frobenius(tensor: torch.Tensor) -> float:
     flat = tensor.reshape(-1)
     for start in range(0, flat.numel(), 1 << 22):
         total += float(flat[start : start + (1 << 22)].double().square().sum())
-    return math.log10(total) if total > 0 else -math.inf
+    return 0.5 * math.log10(total) if total > 0 else -math.inf
 
 
 def _permuted(tensor: torch.Tensor, seed: int, index: int) -> torch.Tensor:

@@ -199,6 +199,9 @@ def eigenvalues(
     target = torch.device(device) if device is not None else tensor.device
     if tensor.numel() == 0:
         raise ValueError(f"empty weight tensor of shape {tuple(tensor.shape)}")
+    if tensor.is_floating_point() and tensor.element_size() == 1:
+        # float8 formats support almost no arithmetic; widen (4x a 1-byte tensor).
+        tensor = tensor.to(torch.float32)
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(f"{bad} of {tensor.numel()} weights are NaN or infinite")

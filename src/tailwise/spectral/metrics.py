@@ -134,7 +134,11 @@ def fit_marchenko_pastur(
     sigma2 = 1.0
     edge = math.nan
     for _ in range(max_iter):
-        sigma2 = float(x[:inside].mean())
+        bulk_mean = float(x[:inside].mean())
+        if bulk_mean <= 0:
+            # Only zero eigenvalues left (a low-rank matrix): keep the last positive fit.
+            break
+        sigma2 = bulk_mean
         edge = marchenko_pastur_edges(q, math.sqrt(sigma2))[1]
         cut = edge + TRACY_WIDOM_99 * tracy_widom_scale(q, m, math.sqrt(sigma2))
         new_inside = int(np.searchsorted(x, cut, side="right"))
@@ -150,21 +154,32 @@ def fit_marchenko_pastur(
     )
 
 
-def spectral_distance(evals: ArrayLike, other: ArrayLike, bins: int = 100) -> float:
+def spectral_distance(evals: ArrayLike, other: ArrayLike, bins: int | None = None) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) between the histograms of two ESDs.
 
-    Both spectra are binned on one common linear grid over [0, max of both]. Used for
-    ``rand_distance`` (source 000's "random distance": the ESD of W against the ESD of W with
-    its entries randomly permuted). WeightWatcher instead feeds the two sorted eigenvalue
-    vectors to the JS formula as if they were probability vectors, which is not a distance
-    between distributions.
+    Both spectra are binned on one common grid of ``bins`` log10-spaced bins over the positive
+    eigenvalues of both (default sqrt of the smaller spectrum's size, clipped to [10, 100], so
+    sampling noise of small layers does not dominate), plus one bin for zero eigenvalues (log bins keep the bulk resolved
+    when one large spike sets lambda_max). Used for ``rand_distance`` (source 000's "random
+    distance": the ESD of W against the ESD of W with its entries randomly permuted).
+    WeightWatcher instead feeds the two sorted eigenvalue vectors to the JS formula as if they
+    were probability vectors, which is not a distance between distributions.
     """
-    a = np.asarray(evals, dtype=np.float64)
-    b = np.asarray(other, dtype=np.float64)
-    top = max(float(a.max(initial=0.0)), float(b.max(initial=0.0)))
-    if top <= 0 or a.size == 0 or b.size == 0:
+    a = np.asarray(evals, dtype=np.float64).reshape(-1)
+    b = np.asarray(other, dtype=np.float64).reshape(-1)
+    if a.size == 0 or b.size == 0:
         return math.nan
-    edges = np.linspace(0.0, top, bins + 1)
-    pa = np.histogram(a, edges)[0].astype(np.float64)
-    pb = np.histogram(b, edges)[0].astype(np.float64)
-    return float(jensenshannon(pa / pa.sum(), pb / pb.sum(), base=2))
+    positive = np.concatenate([a[a > 0], b[b > 0]])
+    if positive.size == 0:
+        return math.nan
+    if bins is None:
+        bins = int(np.clip(math.sqrt(min(a.size, b.size)), 10, 100))
+    lo, hi = np.log10(positive.min()), np.log10(positive.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+
+    def histogram(values: FloatArray) -> FloatArray:
+        pos = values[values > 0]
+        counts = np.histogram(np.log10(pos), edges)[0].astype(np.float64)
+        return np.append(counts, float(values.size - pos.size)) / values.size
+
+    return float(jensenshannon(histogram(a), histogram(b), base=2))

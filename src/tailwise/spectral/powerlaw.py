@@ -45,6 +45,9 @@ FloatArray = NDArray[np.float64]
 # Values at or below this are treated as zero eigenvalues (numerical rank loss) and are not
 # part of any power-law tail; WeightWatcher uses the same threshold (EVALS_THRESH).
 ZERO_THRESHOLD = 1e-5
+# A spectrum whose relative spread is below this is flat up to rounding (an orthogonal layer):
+# there is no tail to fit, and an "alpha" would only measure floating-point noise.
+FLAT_SPREAD = 1e-10
 # Work per block (candidates x points): small enough to stay in cache (measured 3x faster
 # than 64 MB blocks at n = 15k on two cores).
 _BLOCK_ENTRIES = 1 << 15
@@ -109,8 +112,8 @@ def _clean(values: ArrayLike) -> tuple[FloatArray | None, str]:
     x = np.sort(x[x > ZERO_THRESHOLD])
     if x.size < 2:
         return None, f"fewer than 2 eigenvalues above {ZERO_THRESHOLD:g}"
-    if x[0] == x[-1]:
-        return None, "all nonzero eigenvalues are equal (no tail to fit)"
+    if x[-1] - x[0] <= FLAT_SPREAD * x[-1]:
+        return None, f"all nonzero eigenvalues are equal within {FLAT_SPREAD:g} (no tail to fit)"
     return x, ""
 
 
@@ -154,11 +157,18 @@ class _Tail:
 
     def __init__(self, x: FloatArray):
         self.x = x
-        self.logx = np.log(x)
+        self.x0 = float(x[0])
+        # Logs relative to the smallest value, ln(x / x0) via log1p: nearly equal values keep
+        # their tiny differences (ln x itself would cancel them away in the sums below).
+        self.logx = self.rel_log(x)
         self.u, self.first = np.unique(x, return_index=True)
-        self.logu = np.log(self.u)
+        self.logu = self.rel_log(self.u)
         # suffix sums of ln x for O(1) MLE per candidate
         self.csum = np.concatenate(([0.0], np.cumsum(self.logx)))
+
+    def rel_log(self, values: FloatArray | float) -> FloatArray:
+        """ln(values / x0), accurate for values close to x0."""
+        return np.asarray(np.log1p((np.asarray(values, dtype=np.float64) - self.x0) / self.x0))
 
 
 def _mle_exponent(
@@ -225,7 +235,7 @@ def _exact_ks(
         cdf = _cdf_matrix(
             t[idx], pts, tail.logx[cand[idx]], None if log_r_all is None else log_r_all[idx]
         )
-        emp = (first[None, :] - i[:, None]) / n[:, None]
+        emp = np.maximum(first[None, :] - i[:, None], 0.0) / n[:, None]
         diff = np.abs(cdf - emp)
         diff[pts[None, :] < tail.logx[cand[idx]][:, None]] = 0.0  # points below xmin
         out[idx] = diff.max(axis=1)
@@ -272,7 +282,7 @@ def ks_distance(values: ArrayLike, alpha: float, xmin: float, xmax: float | None
         return math.nan
     u, first = np.unique(x, return_index=True)
     t = alpha - 1.0
-    z = np.log(u / xmin)
+    z = np.log1p((u - xmin) / xmin)
     if xmax is None:
         cdf = -np.expm1(-t * z)
     else:
@@ -314,19 +324,25 @@ def _ks_branch_and_bound(
     return d
 
 
-def _fit_fixed(tail: _Tail, start: int, end: int, log_xmax: float | None) -> PowerLawFit:
-    n = end - start
-    if n < 2 or tail.x[start] == tail.x[end - 1]:
-        return _failed(f"tail above xmin={tail.x[start]:.6g} has fewer than 2 distinct values")
-    cand = np.array([start], dtype=np.int64)
-    t = _mle_exponent(tail, cand, end, log_xmax)
-    d = _exact_ks(tail, cand, t, end, log_xmax)
-    alpha = 1.0 + float(t[0])
+def _fit_fixed(tail_values: FloatArray, xmin: float, xmax: float | None) -> PowerLawFit:
+    """MLE fit of ``tail_values`` (sorted, all >= xmin, <= xmax) with a given ``xmin``."""
+    n = int(tail_values.size)
+    if n < 2 or tail_values[0] == tail_values[-1] == xmin:
+        return _failed(f"tail above xmin={xmin:.6g} has fewer than 2 distinct values")
+    mean_log = float(np.mean(np.log1p((tail_values - xmin) / xmin)))
+    if xmax is None:
+        t = 1.0 / mean_log if mean_log > 0 else math.inf
+    else:
+        log_r = math.log(xmax / xmin)
+        t = float(_solve_truncated(np.array([mean_log / log_r]))[0]) / log_r
+    if not math.isfinite(t):
+        return _failed(f"degenerate tail above xmin={xmin:.6g}")
+    alpha = 1.0 + t
     return PowerLawFit(
         alpha=alpha,
-        xmin=float(tail.x[start]),
-        xmax=float(tail.x[end - 1]),
-        D=float(d[0]),
+        xmin=float(xmin),
+        xmax=float(tail_values[-1] if xmax is None else xmax),
+        D=ks_distance(tail_values, alpha, xmin, xmax),
         sigma=(alpha - 1.0) / math.sqrt(n),
         n_tail=n,
     )
@@ -344,6 +360,10 @@ def _fit_ks(
         return _failed("no candidate xmin in the requested range")
     cand = tail.first[ks].astype(np.int64)
     t = _mle_exponent(tail, cand, end, log_xmax)
+    valid = np.isfinite(t) & (t > 0)
+    if not valid.any():
+        return _failed("no candidate xmin gives a valid exponent")
+    cand, t, ks = cand[valid], t[valid], ks[valid]
     d = _ks_branch_and_bound(tail, cand, t, end, log_xmax, u_end - int(ks[0]))
     best = int(np.argmin(d))
     start = int(cand[best])
@@ -352,7 +372,7 @@ def _fit_ks(
     return PowerLawFit(
         alpha=alpha,
         xmin=float(tail.x[start]),
-        xmax=float(tail.x[end - 1]),
+        xmax=float(tail.x[end - 1] if log_xmax is None else tail.x0 * math.exp(log_xmax)),
         D=float(d[best]),
         sigma=(alpha - 1.0) / math.sqrt(n),
         n_tail=n,
@@ -411,7 +431,13 @@ def fit_power_law(
         raise ValueError(
             f"fit_power_law: xmin must be 'ks', 'median' or a number, got {xmin!r}"
         ) from None
-    fingers = None if fix_fingers is None else FixFingers(fix_fingers)
+    try:
+        fingers = None if fix_fingers is None else FixFingers(fix_fingers)
+    except ValueError:
+        raise ValueError(
+            "fit_power_law: fix_fingers must be None, 'clip_xmax' or 'xmin_peak'; "
+            f"got {fix_fingers!r}"
+        ) from None
     if isinstance(method, float) and not (math.isfinite(method) and method > 0):
         raise ValueError(f"fit_power_law: a fixed xmin must be a positive number, got {xmin!r}")
     if xmax is not None and not (math.isfinite(xmax) and xmax > 0):
@@ -421,8 +447,8 @@ def fit_power_law(
     if x is None:
         return _failed(reason)
     end = x.size if xmax is None else int(np.searchsorted(x, xmax, side="right"))
-    log_xmax = None if xmax is None else math.log(xmax)
     tail = _Tail(x)
+    log_xmax = None if xmax is None else float(tail.rel_log(xmax))
     if end < 2:
         return _failed(f"fewer than 2 eigenvalues below xmax={xmax:g}")
 
@@ -434,12 +460,13 @@ def fit_power_law(
     if method is XminMethod.KS:
         return _fit_ks(tail, end, log_xmax)
     if method is XminMethod.MEDIAN:
-        return _fit_fixed(tail, end // 2, end, log_xmax)
+        # Hill: the tail is the top n - n//2 values by index, ties at the median included.
+        return _fit_fixed(x[end // 2 : end], float(x[end // 2]), xmax)
     assert isinstance(method, float)
     start = int(np.searchsorted(x, method, side="left"))
     if start >= end:
         return _failed(f"no eigenvalue >= xmin={method:g}")
-    return _fit_fixed(tail, start, end, log_xmax)
+    return _fit_fixed(x[start:end], method, xmax)
 
 
 def _fit_clipped(
