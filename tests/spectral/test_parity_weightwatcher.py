@@ -215,13 +215,20 @@ def is_small_n(case: Case, row: int) -> bool:
 
 
 def test_networks_cover_the_layer_shapes(cases: list[Case]) -> None:
-    rows = pd.concat([c.tw for c in cases])
-    linear = rows[rows["kind"] == "linear"]
-    conv = rows[rows["kind"] == "conv2d"]
-    assert (conv["rf"] == 9).any() and (conv["rf"] == 1).any() and (conv["rf"] == 3).any()
-    assert (linear["N"] == linear["M"]).any()  # square (300 x 300, 128 x 128)
-    assert {"0.weight", "4.weight"} <= set(rows["name"])  # tall (64 -> 300), wide (300 -> 48)
-    assert len(rows) >= 30
+    modules = [m for make, _ in NETWORKS.values() for m in make().modules()]
+    linear = {(m.out_features, m.in_features) for m in modules if isinstance(m, nn.Linear)}
+    assert any(o > i for o, i in linear)  # tall weight
+    assert any(o < i for o, i in linear)  # wide weight
+    assert any(o == i for o, i in linear)  # square weight
+    conv = [m for m in modules if isinstance(m, nn.Conv2d)]
+    for in_less_than_out in (True, False):
+        for kernel in ((3, 3), (1, 1)):
+            assert any(
+                (c.in_channels < c.out_channels) == in_less_than_out and c.kernel_size == kernel
+                for c in conv
+            ), (in_less_than_out, kernel)
+    assert any(c.kernel_size in ((3, 1), (1, 3)) for c in conv)
+    assert len(cases) == 2 * len(NETWORKS)
     # Enough layers take WeightWatcher's standard fitter for the fit columns to mean much.
     standard = sum(not is_small_n(c, i) for c in cases for i in range(len(c.tw)))
     assert standard >= 20

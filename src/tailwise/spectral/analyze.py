@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,14 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
-from tailwise.spectral.esd import ESD, ConvMode, EigenMethod, Normalization, eigenvalues
+from tailwise.spectral.esd import (
+    ESD,
+    ConvMode,
+    EigenMethod,
+    Normalization,
+    eigenvalues,
+    eigenvalues_batch,
+)
 from tailwise.spectral.metrics import (
     fit_marchenko_pastur,
     matrix_entropy,
@@ -219,10 +226,15 @@ def _permuted(tensor: torch.Tensor, seed: int, index: int) -> torch.Tensor:
 
 
 def analyze_layer(
-    layer: LayerWeights, options: AnalyzeOptions | None = None, *, index: int = 0
+    layer: LayerWeights,
+    options: AnalyzeOptions | None = None,
+    *,
+    index: int = 0,
+    esds: list[tuple[str, ESD]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, NDArray[np.float64]]]:
     """Rows (one per ESD: more than one only with ``conv="slices"``) and their eigenvalues.
 
+    ``esds``: spectra already computed (by a batch over equal layers); computed here if None.
     Never raises for bad weights: a layer that cannot be analysed gives one failed row.
     """
     opts = options or AnalyzeOptions()
@@ -232,7 +244,7 @@ def analyze_layer(
         return [base], {}
     try:
         tensor = layer.tensor()
-        esds = eigenvalues(
+        esds = esds or eigenvalues(
             tensor,
             kind=layer.kind,
             conv=opts.conv,
@@ -344,10 +356,14 @@ def analyze(
         seed=seed,
     )
     layers = list(iter_layers(source, include=include, exclude=exclude, trust_pickle=trust_pickle))
+    in_memory = isinstance(source, (torch.nn.Module, Mapping))
+    batches = _equal_layer_batches(layers, options) if in_memory else {}
     rows: list[dict[str, Any]] = []
     spectra: dict[str, NDArray[np.float64]] = {}
     for index, layer in enumerate(_progress_layers(layers, progress)):
-        layer_rows, layer_spectra = analyze_layer(layer, options, index=index)
+        layer_rows, layer_spectra = analyze_layer(
+            layer, options, index=index, esds=batches.pop(index, None)
+        )
         rows.extend(layer_rows)
         spectra.update(layer_spectra)
     df = _to_frame(rows)
@@ -363,6 +379,56 @@ def analyze(
     if keep_evals:
         df.attrs["esd"] = spectra
     return df
+
+
+# Equal in-memory layers are decomposed together, up to this many float64 bytes per batch.
+_BATCH_BYTES = 256 * 2**20
+
+
+def _equal_layer_batches(
+    layers: list[LayerWeights], options: AnalyzeOptions
+) -> dict[int, list[tuple[str, ESD]]]:
+    """Spectra of runs of consecutive equal-shape 2-D layers, computed as batches.
+
+    Only for in-memory sources (the tensors are already resident, so stacking a run costs no
+    extra reads). A run that fails validation is left to the per-layer path, which reports
+    the bad layer alone.
+    """
+    out: dict[int, list[tuple[str, ESD]]] = {}
+    run: list[int] = []
+
+    def key(layer: LayerWeights) -> tuple[Any, ...] | None:
+        if layer.status != "ok" or not layer.kind.analysed or len(layer.shape) != 2:
+            return None
+        return (layer.shape, layer.dtype)
+
+    def flush() -> None:
+        if len(run) >= 2:
+            try:
+                esds = eigenvalues_batch(
+                    [layers[i].tensor() for i in run],
+                    normalize=options.normalize,
+                    method=options.method,
+                    device=options.device,
+                )
+            except (ValueError, RuntimeError):
+                esds = []
+            for i, esd in zip(run, esds, strict=False):  # esds is empty on failure
+                out[i] = [("", esd)]
+        run.clear()
+
+    for i, layer in enumerate(layers):
+        k = key(layer)
+        if run and (k != key(layers[run[0]]) or (len(run) + 1) * _bytes(layer) > _BATCH_BYTES):
+            flush()
+        if k is not None:
+            run.append(i)
+    flush()
+    return out
+
+
+def _bytes(layer: LayerWeights) -> int:
+    return 8 * math.prod(layer.shape)
 
 
 def _describe(source: object) -> str:

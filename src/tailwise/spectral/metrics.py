@@ -159,9 +159,10 @@ def spectral_distance(evals: ArrayLike, other: ArrayLike, bins: int | None = Non
 
     Both spectra are binned on one common grid of ``bins`` log10-spaced bins over the positive
     eigenvalues of both (default sqrt of the smaller spectrum's size, clipped to [10, 100], so
-    sampling noise of small layers does not dominate), plus one bin for zero eigenvalues (log bins keep the bulk resolved
-    when one large spike sets lambda_max). Used for ``rand_distance`` (source 000's "random
-    distance": the ESD of W against the ESD of W with its entries randomly permuted).
+    sampling noise of small layers does not dominate), plus one bin for zero eigenvalues (log
+    bins keep the bulk resolved when one large spike sets lambda_max). Used for
+    ``rand_distance`` (source 000's "random distance": the ESD of W against the ESD of W with
+    its entries randomly permuted).
     WeightWatcher instead feeds the two sorted eigenvalue vectors to the JS formula as if they
     were probability vectors, which is not a distance between distributions.
     """
