@@ -55,6 +55,24 @@ def quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
+def limit_threads(count: int) -> None:
+    """Cap torch's intra-op threads and every BLAS / OpenMP pool at ``count``, for good.
+
+    On a loaded machine, torch's OpenMP threads and SciPy's OpenBLAS threads spin-wait
+    against each other; one thread per pool makes timings far more repeatable.
+    """
+    torch.set_num_threads(count)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        _LIMITS.append(threadpool_limits(limits=count))  # kept alive: the limit stays
+    except ImportError:
+        pass
+
+
+_LIMITS: list[Any] = []
+
+
 def load_average() -> str:
     try:
         one, five, fifteen = os.getloadavg()

@@ -208,8 +208,8 @@ def test_log_frobenius_norm_is_the_log_of_the_stored_frobenius_norm(
 ) -> None:
     """README: log_frobenius_norm = log10 ||W||_F of the stored weights (no conv scaling).
 
-    Bug: the value is log10 ||W||_F^2 (twice the documented one; equal to log_norm for a
-    Linear layer). analyze._log_frobenius sums the squares and takes log10 without the root.
+    Regression (fixed in 5da013c): the value was log10 ||W||_F^2, twice the documented one
+    (the sum of squares without the square root).
     """
     table = net_table.set_index("name")
     for name, weight in (("fc.weight", net.fc.weight), ("conv.weight", net.conv.weight)):
@@ -456,8 +456,8 @@ def test_low_precision_weights_are_analysed_as_stored(dtype: torch.dtype) -> Non
 def test_fp8_weights_are_analysed() -> None:
     """FP8 checkpoints (safetensors F8_E4M3 / F8_E5M2) hold floating-point weights.
 
-    Bug: e4m3fn weights fail with ``NotImplementedError: "isfinite" not implemented for
-    'Float8_e4m3fn'`` (esd.eigenvalues checks finiteness in the stored dtype).
+    Regression (fixed in 5da013c): e4m3fn weights failed with ``NotImplementedError:
+    "isfinite" not implemented for 'Float8_e4m3fn'`` (finiteness checked in the stored dtype).
     """
     torch.manual_seed(5)
     weight = torch.randn(64, 32)
@@ -473,9 +473,9 @@ def test_fp8_weights_are_analysed() -> None:
 def test_low_rank_layers_keep_their_metrics(rank: int) -> None:
     """A rank-deficient matrix (a merged LoRA update, a pruned layer) is still analysed.
 
-    Bug: the Marchenko-Pastur fit raises ``ValueError: marchenko_pastur_edges: sigma must be
-    > 0, got 0.0`` when every nonzero eigenvalue is a spike (rank <= 3 of 32 here), and the
-    whole row becomes ``failed`` with every metric NaN, even alpha for rank 3.
+    Regression (fixed in 5da013c): the Marchenko-Pastur fit raised ``ValueError:
+    marchenko_pastur_edges: sigma must be > 0, got 0.0`` when every nonzero eigenvalue is a
+    spike (rank <= 3 of 32 here), and the whole row became ``failed`` with every metric NaN.
     """
     gen = torch.Generator().manual_seed(rank)
     weight = torch.randn(64, rank, generator=gen) @ torch.randn(rank, 32, generator=gen)
@@ -516,7 +516,11 @@ def test_rand_distance_in_unit_interval_and_reproducible(net: Net) -> None:
 
 def test_rand_distance_separates_structure_from_noise() -> None:
     """Source 000's random distance: ~0 for an iid matrix (permuting its entries changes
-    nothing in distribution), large for a matrix with a strong low-rank signal."""
+    nothing in distribution), large for a matrix with a strong low-rank signal.
+
+    Regression (fixed in 5da013c): with 100 linear bins on [0, lambda_max] an iid matrix
+    scored about 0.24 and a spiked one 0.21 (one spike squeezes both bulks into bin 0).
+    """
     gen = torch.Generator().manual_seed(9)
     n, m = 512, 256
     iid = torch.randn(n, m, generator=gen)

@@ -2,25 +2,26 @@
 
 A Hugging Face folder (config.json, model.safetensors.index.json, 4 shards) holds 24 float32
 tensors of 2048 x 1024 (8 MiB each, 192 MiB in all: 24 times the largest tensor). Each
-measurement runs in a fresh interpreter, because ``ru_maxrss`` is a high-water mark: the
+measurement runs in a fresh interpreter, because the resident high-water mark (VmHWM) only
+ever grows: the
 child imports torch and tailwise, warms up on a tiny model (loading LAPACK, pandas, ...),
-reads ``ru_maxrss`` as its baseline, does the work, and reads ``ru_maxrss`` again.
+reads VmHWM as its baseline, does the work, and reads VmHWM again.
 
-What one layer needs (``esd._gram``, ``analyze._log_frobenius``): the tensor as read (8 MiB),
-its float64 rows (one 16 MiB block, since blocks are 64 MiB), the block's product and the
-float64 Gram matrix of 1024 x 1024 (8 MiB each), LAPACK's copy of the Gram matrix (8 MiB),
-then a float64 copy and its square for the Frobenius norm (16 MiB each). That is about 5.5
-times the tensor at the worst moment; nothing should outlive the layer.
+What one layer needs (``esd._gram``): the tensor as read (8 MiB), its float64 rows in 8 MiB
+blocks, the block's product and the float64 Gram matrix of 1024 x 1024 (8 MiB each) and
+LAPACK's copy of the Gram matrix (8 MiB): a few times the tensor at the worst moment
+(log_frobenius_norm comes from the eigenvalues, no extra pass); nothing outlives the layer.
 
 Measured on the 2-core CI machine (MiB above the baseline; total 192):
 
 * streaming, glibc with a fixed mmap threshold: peak +43.5 (5.4x the largest tensor), the
   same after 1, 2 or 24 layers; resident memory back to +3.6 after the analysis;
-* streaming, glibc defaults: peak +93 to +117 (0.48x to 0.61x the total). The extra is freed
+* streaming, glibc defaults: peak +92 to +125 (0.48x to 0.65x the total). The extra is freed
   memory glibc keeps: after a freed chunk was mmapped, glibc raises its mmap threshold (up to
   32 MiB), so later 8-16 MiB buffers come from the heap, fragment it and are not returned;
   ``malloc_trim(0)`` after the analysis brings the resident set back to +3;
-* loading every shard with ``safetensors.torch.load_file`` and copying it: +193 (1.0x).
+* loading every shard with ``safetensors.torch.load_file`` and copying it: peak +241 (the
+  copies, 1.0x, plus one mapped shard), +193 at the end.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.skipif(
-    sys.platform != "linux", reason="reads /proc/self/statm; ru_maxrss in KiB (Linux)"
+    sys.platform != "linux", reason="reads /proc/self/status and /proc/self/statm (Linux)"
 )
 
 MIB = 2**20
@@ -59,8 +60,14 @@ CHILD = textwrap.dedent(
     from safetensors.torch import load_file
     from tailwise.spectral.analyze import analyze
 
-    def peak():  # high-water mark of the resident set, bytes (ru_maxrss is KiB on Linux)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def peak():  # high-water mark of this process's resident set, bytes
+        # VmHWM belongs to this address space. ru_maxrss does not: at exec Linux folds the
+        # parent's high-water mark into it (vfork shares the parent's memory), so a child of
+        # a large pytest process would start with the parent's peak as its "baseline".
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM in /proc/self/status")
 
     def resident():
         return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
@@ -204,7 +211,7 @@ def test_streaming_uses_far_less_than_loading_the_checkpoint(
     # Loading the checkpoint costs its size ...
     assert full.increase > 0.9 * TOTAL_BYTES, full
     # ... streaming with the default allocator costs the working set plus what glibc keeps of
-    # freed 8-16 MiB buffers (measured 0.48x to 0.61x of the total; a leak of every tensor
-    # would be >= 1x).
-    assert streaming.increase < 0.75 * TOTAL_BYTES, streaming
-    assert streaming.increase < 0.75 * full.increase, (streaming, full)
+    # freed 8-16 MiB buffers: measured 0.48x to 0.65x of the total, below a bound that
+    # keeping every tensor (>= 1x, plus the working set) could not meet.
+    assert streaming.increase < 0.85 * TOTAL_BYTES, streaming
+    assert streaming.increase < 0.7 * full.increase, (streaming, full)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -209,27 +210,49 @@ def _esd_row(
     return row
 
 
-def _log_frobenius(tensor: torch.Tensor) -> float:
-    """log10 ||W||_F of the stored weights (no conv scaling), accumulated in float64."""
+def _log_frobenius(esds: list[tuple[str, ESD]], options: AnalyzeOptions) -> float:
+    """log10 ||W||_F of the stored weights (no conv scaling), from the spectra.
+
+    sum lambda = scale^2 ||W||_F^2 (/ N with normalize="N") summed over all of the layer's
+    ESDs, so no further pass over the weights is needed.
+    """
     total = 0.0
-    flat = tensor.reshape(-1)
-    for start in range(0, flat.numel(), 1 << 22):
-        total += float(flat[start : start + (1 << 22)].double().square().sum())
+    for _, esd in esds:
+        per_n = esd.N if options.normalize is Normalization.N else 1.0
+        total += float(esd.evals.sum()) * per_n / esd.scale**2
     return 0.5 * math.log10(total) if total > 0 else -math.inf
 
 
-def _permuted(tensor: torch.Tensor, seed: int, index: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
+def _permuted(tensor: torch.Tensor, seed: int, name: str) -> torch.Tensor:
+    """The entries of ``tensor`` randomly permuted; reproducible per (seed, layer name)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
     flat = tensor.reshape(-1)
     perm = torch.randperm(flat.numel(), generator=gen).to(flat.device)
     return flat[perm].reshape(tensor.shape)
+
+
+class Spectra(dict[str, NDArray[np.float64]]):
+    """``{name: eigenvalues}`` kept in ``df.attrs["esd"]``.
+
+    Compares by value with ``numpy.array_equal`` so that pandas operations that compare
+    ``attrs`` (``pd.concat``) work instead of failing on ambiguous array truth values.
+    """
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, dict) or self.keys() != other.keys():
+            return False
+        return all(np.array_equal(self[k], other[k]) for k in self)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # mutable mapping: unhashable, like dict
 
 
 def analyze_layer(
     layer: LayerWeights,
     options: AnalyzeOptions | None = None,
     *,
-    index: int = 0,
     esds: list[tuple[str, ESD]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, NDArray[np.float64]]]:
     """Rows (one per ESD: more than one only with ``conv="slices"``) and their eigenvalues.
@@ -252,12 +275,12 @@ def analyze_layer(
             method=opts.method,
             device=opts.device,
         )
-        log_frob = _log_frobenius(tensor)
+        log_frob = _log_frobenius(esds, opts)
         rows, spectra = [], {}
         random_esds = None
         if opts.rand_distance:
             random_esds = eigenvalues(
-                _permuted(tensor, opts.seed, index),
+                _permuted(tensor, opts.seed, layer.name),
                 kind=layer.kind,
                 conv=opts.conv,
                 normalize=opts.normalize,
@@ -361,9 +384,7 @@ def analyze(
     rows: list[dict[str, Any]] = []
     spectra: dict[str, NDArray[np.float64]] = {}
     for index, layer in enumerate(_progress_layers(layers, progress)):
-        layer_rows, layer_spectra = analyze_layer(
-            layer, options, index=index, esds=batches.pop(index, None)
-        )
+        layer_rows, layer_spectra = analyze_layer(layer, options, esds=batches.pop(index, None))
         rows.extend(layer_rows)
         spectra.update(layer_spectra)
     df = _to_frame(rows)
@@ -377,7 +398,7 @@ def analyze(
         "method": options.method.value,
     }
     if keep_evals:
-        df.attrs["esd"] = spectra
+        df.attrs["esd"] = Spectra(spectra)
     return df
 
 

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 # Rows of W converted to float64 at a time when accumulating the Gram matrix.
-_GRAM_BLOCK_BYTES = 64 * 2**20
+_GRAM_BLOCK_BYTES = 8 * 2**20
 
 
 class ConvMode(str, enum.Enum):
