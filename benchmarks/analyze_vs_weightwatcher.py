@@ -14,7 +14,9 @@ Models (random weights, built here; no downloads):
 Both tools run their defaults (KS-optimal xmin, W^T W scale, pooled convolutions) on the same
 module. Each tool is warmed up once on a tiny model (imports, thread pools, LAPACK
 workspaces), then timed best-of-r on the full model. WeightWatcher always runs on the CPU;
-``--device cuda`` runs tailwise's decompositions on a GPU.
+``--device cuda`` runs tailwise's decompositions on a GPU. ``--threads 1`` caps torch and every
+BLAS / OpenMP pool for both tools: on a shared machine the default pools spin-wait against
+each other and timings swing by 10x or more.
 
 Run: ``python benchmarks/analyze_vs_weightwatcher.py [--quick] [--device cuda] [--repeat 3]``
 """

@@ -17,7 +17,8 @@ Spectra (``--generator``):
 * ``auto`` (default): ``matrix`` up to ``--matrix-max`` (4000), ``synthetic`` above.
 
 Each fitter is warmed up once on a small array, then timed best-of-r; a call slower than
-``--once-above`` seconds is measured once (powerlaw.Fit on 15k values takes minutes).
+``--once-above`` seconds is measured once (powerlaw.Fit loops over every candidate xmin in
+Python: seconds at 15k values here, minutes on larger spectra).
 
 Run: ``python benchmarks/fit_vs_powerlaw.py [--quick] [--sizes 1000 4000 15000]
 [--skip-powerlaw-above N]``

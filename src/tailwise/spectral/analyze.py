@@ -412,8 +412,9 @@ def _equal_layer_batches(
     """Spectra of runs of consecutive equal-shape 2-D layers, computed as batches.
 
     Only for in-memory sources (the tensors are already resident, so stacking a run costs no
-    extra reads). A run that fails validation is left to the per-layer path, which reports
-    the bad layer alone.
+    extra reads) on a non-CPU device, where one batched call replaces many small launches. A
+    run that fails validation is left to the per-layer path, which reports the bad layer
+    alone.
     """
     out: dict[int, list[tuple[str, ESD]]] = {}
     run: list[int] = []
@@ -438,12 +439,20 @@ def _equal_layer_batches(
                 out[i] = [("", esd)]
         run.clear()
 
-    for i, layer in enumerate(layers):
-        k = key(layer)
-        if run and (k != key(layers[run[0]]) or (len(run) + 1) * _bytes(layer) > _BATCH_BYTES):
+    analysable = [i for i, layer in enumerate(layers) if key(layer) is not None]
+    if not analysable:
+        return out
+    device = options.device or layers[analysable[0]].tensor().device
+    if device.type == "cpu":
+        # The CPU eigensolver loops over matrices anyway; a batch would only cost memory.
+        return out
+    for i in analysable:  # biases and norms between equal weights do not break a run
+        layer = layers[i]
+        if run and (
+            key(layer) != key(layers[run[0]]) or (len(run) + 1) * _bytes(layer) > _BATCH_BYTES
+        ):
             flush()
-        if k is not None:
-            run.append(i)
+        run.append(i)
     flush()
     return out
 

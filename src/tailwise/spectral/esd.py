@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 import torch
 from numpy.typing import NDArray
 
@@ -149,16 +150,40 @@ def _spectrum(stack: torch.Tensor, method: EigenMethod, device: torch.device) ->
     if method is EigenMethod.SVD:
         sv = torch.linalg.svdvals(stack.to(device=device, dtype=torch.float64))
         return torch.flip(sv**2, dims=(-1,))
-    gram = _gram(stack, device)
-    if gram.device.type != "cpu":
-        return torch.linalg.eigvalsh(gram)
-    # On CPU, SciPy's LAPACK eigenvalue-only driver is ~1.7x faster than torch.linalg.eigvalsh
-    # for 768 x 768 float64 (21 ms vs 37 ms measured on 2 cores).
-    values = [
-        scipy.linalg.eigh(g, eigvals_only=True, driver="evr", check_finite=False)
-        for g in gram.numpy()
-    ]
-    return torch.from_numpy(np.stack(values))
+    if device.type != "cpu":
+        return torch.linalg.eigvalsh(_gram(stack, device))
+    return torch.from_numpy(np.stack([_gram_eigenvalues_cpu(mat) for mat in stack]))
+
+
+def _gram_eigenvalues_cpu(matrix: torch.Tensor) -> NDArray[np.float64]:
+    """Eigenvalues of the small-side Gram matrix of one (a, b) matrix, all in SciPy's LAPACK.
+
+    The Gram matrix is accumulated with BLAS ``dsyrk`` (half the flops of a general product)
+    over float64 row blocks, then ``eigh`` takes its eigenvalues. Keeping every dense step in
+    one BLAS thread pool matters: alternating torch's OpenMP pool with OpenBLAS's made the
+    two pools' spinning threads starve each other (up to 30x slower on a loaded 2-core
+    machine, benchmarks/analyze_vs_weightwatcher.py).
+    """
+    long_first = matrix if matrix.shape[0] >= matrix.shape[1] else matrix.T
+    long_side, m = long_first.shape
+    gram = np.zeros((m, m), dtype=np.float64, order="F")
+    block = max(1, _GRAM_BLOCK_BYTES // (8 * m))
+    for start in range(0, long_side, block):
+        part = long_first[start : start + block].to(torch.float64).contiguous().numpy()
+        # part.T is Fortran-ordered (m, rows): C += part.T @ part, lower triangle only.
+        gram = scipy.linalg.blas.dsyrk(
+            1.0, part.T, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1
+        )
+    return np.asarray(
+        scipy.linalg.eigh(
+            gram,
+            lower=True,
+            eigvals_only=True,
+            overwrite_a=True,
+            check_finite=False,
+            driver="evr",
+        )
+    )
 
 
 def _rank(evals: torch.Tensor, n: int, method: EigenMethod) -> torch.Tensor:
