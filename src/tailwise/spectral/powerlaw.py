@@ -386,16 +386,10 @@ def _fit_ks(
     d = _ks_branch_and_bound(tail, cand, t, end, log_xmax, u_end - int(ks[0]))
     best = int(np.argmin(d))
     start = int(cand[best])
-    alpha = 1.0 + float(t[best])
-    n = end - start
-    return PowerLawFit(
-        alpha=alpha,
-        xmin=float(tail.x[start]),
-        xmax=float(tail.x[end - 1] if log_xmax is None else tail.x0 * math.exp(log_xmax)),
-        D=float(d[best]),
-        sigma=(alpha - 1.0) / math.sqrt(n),
-        n_tail=n,
-    )
+    # The search's exponents come from prefix sums (fast, ~1e-12 accurate); the reported fit
+    # is recomputed directly on the chosen tail to full precision.
+    xmax = None if log_xmax is None else tail.x0 * math.exp(log_xmax)
+    return _fit_fixed(tail.x[start:end], float(tail.x[start]), xmax)
 
 
 def _xmin_peak_window(x: FloatArray) -> tuple[float, float]:
@@ -475,7 +469,8 @@ def fit_power_law(
         return _fit_clipped(x, method, xmax, finger_threshold, max_fingers)
     if fingers is FixFingers.XMIN_PEAK:
         lo, hi = _xmin_peak_window(x[:end])
-        return _fit_ks(tail, end, log_xmax, lo, hi)
+        fit = _fit_ks(tail, end, log_xmax, lo, hi)
+        return replace(fit, xmax=float(xmax)) if fit.ok and xmax is not None else fit
     if method is XminMethod.KS:
         fit = _fit_ks(tail, end, log_xmax)
         return replace(fit, xmax=float(xmax)) if fit.ok and xmax is not None else fit
