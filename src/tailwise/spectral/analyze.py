@@ -7,14 +7,17 @@ cannot be analysed becomes a row with ``status="failed"`` and a reason; the rest
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
+import os
 import re
 import sys
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -39,6 +42,8 @@ from tailwise.spectral.powerlaw import FixFingers, PowerLawFit, XminMethod, fit_
 from tailwise.weights import LayerWeights, WeightSource, iter_layers
 
 __all__ = ["COLUMNS", "AnalyzeOptions", "analyze", "analyze_layer", "summary"]
+
+T = TypeVar("T")
 
 UNDER_TRAINED_ALPHA = 6.0  # source 000: well-trained layers have alpha in [2, 6]
 OVER_TRAINED_ALPHA = 2.0
@@ -311,9 +316,10 @@ def _to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def _progress_layers(layers: list[LayerWeights], progress: bool) -> Iterator[LayerWeights]:
+def _progress(items: Iterable[T], total: int, progress: bool, describe: Any = None) -> Iterator[T]:
+    """Yield ``items`` under a transient rich progress bar (none when ``progress`` is False)."""
     if not progress:
-        yield from layers
+        yield from items
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -325,11 +331,60 @@ def _progress_layers(layers: list[LayerWeights], progress: bool) -> Iterator[Lay
         TextColumn("{task.description}"),
     )
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("", total=len(layers))
-        for layer in layers:
-            bar.update(task, description=layer.name)
-            yield layer
+        task = bar.add_task("", total=total)
+        for item in items:
+            if describe is not None:
+                bar.update(task, description=describe(item))
+            yield item
             bar.advance(task)
+
+
+@contextlib.contextmanager
+def _one_thread_per_worker() -> Iterator[None]:
+    """Single-threaded BLAS/LAPACK and torch while layers run in parallel threads.
+
+    Two layers on two single-threaded cores beat one layer on two BLAS threads: LAPACK's
+    eigenvalue reduction is dominated by small BLAS-2 calls that do not scale (measured:
+    ResNet18 stack 1.44 s -> 0.61 s, BERT stack 5.4 s -> 3.6 s on 2 cores).
+    """
+    from threadpoolctl import threadpool_limits
+
+    torch_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def _analyze_all(
+    layers: list[LayerWeights],
+    options: AnalyzeOptions,
+    batches: dict[int, list[tuple[str, ESD]]],
+    *,
+    workers: int,
+    streamed: bool,
+    progress: bool,
+) -> list[tuple[list[dict[str, Any]], dict[str, NDArray[np.float64]]]]:
+    """Per-layer results in layer order, serially or on ``workers`` threads."""
+    if workers <= 1:
+        results = []
+        for index, layer in _progress(
+            enumerate(layers), len(layers), progress, lambda item: item[1].name
+        ):
+            results.append(analyze_layer(layer, options, esds=batches.pop(index, None)))
+            if streamed:
+                _release_freed_memory()
+        return results
+    with _one_thread_per_worker(), ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [
+            pool.submit(analyze_layer, layer, options, esds=batches.pop(index, None))
+            for index, layer in enumerate(layers)
+        ]
+        for _ in _progress(as_completed(futures), len(futures), progress):
+            pass
+        return [future.result() for future in futures]
 
 
 def analyze(
@@ -348,6 +403,7 @@ def analyze(
     seed: int = 0,
     keep_evals: bool = False,
     trust_pickle: bool = False,
+    workers: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """HT-SR diagnostics of every weight matrix of ``source``: one row per matrix.
@@ -359,7 +415,9 @@ def analyze(
     ``conv``: ``"pooled"`` | ``"slices"`` | ``"flatten"``; ``normalize``: None (W^T W) or
     ``"N"`` (W^T W / N); ``method``: ``"gram"`` | ``"svd"``; ``rand_distance``: also compute
     the JS distance to the ESD of the randomly permuted weights (a second decomposition);
-    ``keep_evals``: store ``{name: eigenvalues}`` in ``df.attrs["esd"]`` (for plots).
+    ``keep_evals``: store ``{name: eigenvalues}`` in ``df.attrs["esd"]`` (for plots);
+    ``workers``: layers analysed in parallel threads (default: one per CPU core for an
+    in-memory model on the CPU; 1 for files, so that one tensor at a time is in memory).
 
     Columns: :data:`COLUMNS` (documented in the README). ``df.attrs`` also holds
     ``"source"`` and ``"options"``.
@@ -382,15 +440,19 @@ def analyze(
     )
     layers = list(iter_layers(source, include=include, exclude=exclude, trust_pickle=trust_pickle))
     in_memory = isinstance(source, (torch.nn.Module, Mapping))
+    on_cpu = options.device is None or options.device.type == "cpu"
+    if workers is None:
+        workers = (os.cpu_count() or 1) if in_memory and on_cpu else 1
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"analyze: workers must be a positive integer or None; got {workers!r}")
     batches = _equal_layer_batches(layers, options) if in_memory else {}
     rows: list[dict[str, Any]] = []
     spectra: dict[str, NDArray[np.float64]] = {}
-    for index, layer in enumerate(_progress_layers(layers, progress)):
-        layer_rows, layer_spectra = analyze_layer(layer, options, esds=batches.pop(index, None))
+    for layer_rows, layer_spectra in _analyze_all(
+        layers, options, batches, workers=workers, streamed=not in_memory, progress=progress
+    ):
         rows.extend(layer_rows)
         spectra.update(layer_spectra)
-        if not in_memory:
-            _release_freed_memory()
     df = _to_frame(rows)
     df.attrs["source"] = _describe(source)
     df.attrs["options"] = {
