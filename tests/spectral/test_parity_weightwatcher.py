@@ -36,6 +36,7 @@ import pytest
 import torch
 from torch import nn
 
+from tailwise._threads import single_threaded
 from tailwise.data import digits_loaders
 from tailwise.spectral.analyze import analyze
 from tailwise.train import fit
@@ -171,20 +172,9 @@ def build_case(label: str, model: nn.Module) -> Case:
     return Case(label, ww_df, analysed, esd)
 
 
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Small-batch training on a shared 2-core machine is ~10x faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def train_briefly(model: nn.Module, flatten: bool) -> None:
     train_loader, _ = digits_loaders(32, seed=0, flatten=flatten)
-    with one_torch_thread():
+    with single_threaded():  # ~10x faster for small batches on a shared 2-core machine
         history = fit(model, train_loader, epochs=3, lr=0.05, progress=False, seed=0)
     assert history.train_loss[-1] < history.train_loss[0]  # it did learn something
 

@@ -8,10 +8,8 @@ seconds on a laptop CPU), then cached as a ``.safetensors`` file under
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from tailwise._io import atomic_path
+from tailwise._threads import single_threaded
 from tailwise.cache import cache_dir
 from tailwise.data.digits import NUM_CLASSES, NUM_FEATURES, digits_loaders
 from tailwise.models.mlp import MLP
@@ -54,25 +53,11 @@ def _reference_path() -> Path:
     return cache_dir() / f"reference-{REFERENCE_NAME}.safetensors"
 
 
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run torch CPU ops on one thread inside the block.
-
-    Matrices this small gain nothing from intra-op threads (on a busy 2-core machine two
-    threads were 8x slower than one), and a fixed thread count fixes the order of float
-    sums, so the same recipe gives the same weights whatever the machine's core count.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _train(recipe: ReferenceRecipe, *, progress: bool) -> tuple[MLP, dict[str, str]]:
     """Train the reference MLP from scratch; return it and the metadata to store with it."""
-    with _single_thread():
+    # One intra-op thread: faster for matrices this small on a busy 2-core machine, and the
+    # fixed order of float sums gives the same weights whatever the core count.
+    with single_threaded():
         return _train_on_cpu(recipe, progress=progress)
 
 

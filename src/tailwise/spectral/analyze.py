@@ -7,7 +7,6 @@ cannot be analysed becomes a row with ``status="failed"`` and a reason; the rest
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import math
 import os
@@ -24,6 +23,7 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from tailwise._threads import single_threaded
 from tailwise.spectral.esd import (
     ESD,
     ConvMode,
@@ -339,25 +339,6 @@ def _progress(items: Iterable[T], total: int, progress: bool, describe: Any = No
             bar.advance(task)
 
 
-@contextlib.contextmanager
-def _one_thread_per_worker() -> Iterator[None]:
-    """Single-threaded BLAS/LAPACK and torch while layers run in parallel threads.
-
-    Two layers on two single-threaded cores beat one layer on two BLAS threads: LAPACK's
-    eigenvalue reduction is dominated by small BLAS-2 calls that do not scale (measured:
-    ResNet18 stack 1.44 s -> 0.61 s, BERT stack 5.4 s -> 3.6 s on 2 cores).
-    """
-    from threadpoolctl import threadpool_limits
-
-    torch_threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(torch_threads)
-
-
 def _analyze_all(
     layers: list[LayerWeights],
     options: AnalyzeOptions,
@@ -377,7 +358,10 @@ def _analyze_all(
             if streamed:
                 _release_freed_memory()
         return results
-    with _one_thread_per_worker(), ThreadPoolExecutor(max_workers=workers) as pool:
+    # Two layers on two single-threaded cores beat one layer on two BLAS threads: LAPACK's
+    # eigenvalue reduction is dominated by small BLAS-2 calls that do not scale (measured:
+    # ResNet18 stack 1.44 s -> 0.61 s, BERT stack 5.4 s -> 3.6 s on 2 cores).
+    with single_threaded(blas=True), ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [
             pool.submit(analyze_layer, layer, options, esds=batches.pop(index, None))
             for index, layer in enumerate(layers)

@@ -366,9 +366,10 @@ def _fit_fixed(tail_values: FloatArray, xmin: float, xmax: float | None) -> Powe
 
 
 def _fit_ks(
-    tail: _Tail, end: int, log_xmax: float | None, lo: float = -math.inf, hi: float = math.inf
+    tail: _Tail, end: int, xmax: float | None, lo: float = -math.inf, hi: float = math.inf
 ) -> PowerLawFit:
     """KS-optimal xmin among distinct values in [lo, hi) below the largest value in x[:end]."""
+    log_xmax = None if xmax is None else float(tail.rel_log(xmax))
     u_end = int(np.searchsorted(tail.first, end))
     ks = np.arange(u_end - 1)  # every distinct value but the largest
     vals = tail.u[ks]
@@ -388,7 +389,6 @@ def _fit_ks(
     start = int(cand[best])
     # The search's exponents come from prefix sums (fast, ~1e-12 accurate); the reported fit
     # is recomputed directly on the chosen tail to full precision.
-    xmax = None if log_xmax is None else tail.x0 * math.exp(log_xmax)
     return _fit_fixed(tail.x[start:end], float(tail.x[start]), xmax)
 
 
@@ -461,7 +461,6 @@ def fit_power_law(
         return _failed(reason)
     end = x.size if xmax is None else int(np.searchsorted(x, xmax, side="right"))
     tail = _Tail(x)
-    log_xmax = None if xmax is None else float(tail.rel_log(xmax))
     if end < 2:
         return _failed(f"fewer than 2 eigenvalues below xmax={xmax:g}")
 
@@ -469,11 +468,9 @@ def fit_power_law(
         return _fit_clipped(x, method, xmax, finger_threshold, max_fingers)
     if fingers is FixFingers.XMIN_PEAK:
         lo, hi = _xmin_peak_window(x[:end])
-        fit = _fit_ks(tail, end, log_xmax, lo, hi)
-        return replace(fit, xmax=float(xmax)) if fit.ok and xmax is not None else fit
+        return _fit_ks(tail, end, xmax, lo, hi)
     if method is XminMethod.KS:
-        fit = _fit_ks(tail, end, log_xmax)
-        return replace(fit, xmax=float(xmax)) if fit.ok and xmax is not None else fit
+        return _fit_ks(tail, end, xmax)
     if method is XminMethod.MEDIAN:
         # Hill: the tail is the top n - n//2 values by index, ties at the median included.
         return _fit_fixed(x[end // 2 : end], float(x[end // 2]), xmax)
