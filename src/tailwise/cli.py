@@ -1,4 +1,4 @@
-"""Command-line front end: ``tailwise analyze`` (more verbs arrive with later features).
+"""Command-line front end: ``tailwise analyze``, ``tailwise tails``, ``tailwise prune``.
 
 Thin layer: parse options, call the library, print a rich table, write files atomically.
 Expected failures (missing file, corrupt checkpoint, refused pickle, bad option) print one
@@ -108,7 +108,7 @@ def _resolve_source(source: str | None, quiet: bool, console: Console) -> tuple[
     path = reference_checkpoint(progress=not quiet)
     if not quiet:
         console.print(
-            f"[dim]No SOURCE given: analysing tailwise's reference network "
+            f"[dim]No SOURCE given: using tailwise's reference network "
             f"(an MLP trained on scikit-learn's digits), cached at {path}[/dim]"
         )
     return path, "reference MLP (digits)"
@@ -208,6 +208,452 @@ def analyze(
     except UsageError as exc:
         errors.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(code=2) from None
+
+
+# Columns of the tails table shown in the terminal (all columns go to --out).
+_TAILS_SHOWN = (
+    ("name", "layer"),
+    ("kind", "kind"),
+    ("num_params", "params"),
+    ("alpha_mmo", "alpha_mmo"),
+    ("alpha_mmo_rows", "alpha_rows"),
+    ("alpha_rownorm", "alpha_rownorm"),
+    ("alpha_hill", "alpha_hill"),
+)
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        # Piped or captured output: keep the full table instead of squeezing it into 80 columns.
+        console = Console(width=200)
+    return console
+
+
+_COUNTS = frozenset({"params_before", "params_after", "flops_before", "flops_after", "num_params"})
+
+
+def _fmt_count(value: Any) -> str:
+    """A count with thousands separators ("-" when missing)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return _fmt(value)
+    return "-" if math.isnan(number) else f"{number:,.0f}"
+
+
+def _print_rows(
+    console: Console, df: Any, shown: tuple[tuple[str, str], ...], title: str, extra: str
+) -> None:
+    """A rich table of ``df``'s ``shown`` columns plus a last column ``extra`` (text)."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col, header in shown:
+        text = col in ("name", "kind", "layer", "method")
+        table.add_column(header, justify="left" if text else "right", no_wrap=True)
+    table.add_column(extra, justify="left")
+    for row in df.itertuples(index=False):
+        record = row._asdict()
+        if record.get("status") == "skipped":
+            continue
+        cells = [
+            _fmt_count(record[col]) if col in _COUNTS else _fmt(record[col]) for col, _ in shown
+        ]
+        last = record.get("reason") or record.get("note") or ""
+        if record.get("status") == "failed":
+            last = f"failed: {last}"
+        table.add_row(*cells, str(last))
+    console.print(table)
+
+
+@app.command()
+def tails(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="Model weights: .safetensors, Hugging Face folder, or .pt/.pth/.bin "
+            "checkpoint. Default: tailwise's reference network (trained on first use)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the table: .csv, .json or .parquet")
+    ] = None,
+    include: Annotated[
+        str | None, typer.Option(help="Only tensors whose name matches this regex")
+    ] = None,
+    exclude: Annotated[
+        str | None, typer.Option(help="Skip tensors whose name matches this regex")
+    ] = None,
+    center: Annotated[
+        bool, typer.Option("--center/--no-center", help="Median-centre entries (source 003)")
+    ] = True,
+    cap: Annotated[
+        float | None, typer.Option(help="Cap the MMO estimates (source 003 uses 2)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the MMO permutations")] = 0,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option("--trust-pickle", help="Allow unpickling arbitrary objects (trusted files)"),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no table")
+    ] = False,
+) -> None:
+    """Tail index (alpha-stable alpha) of the entries, rows and row norms of every layer."""
+    console = _console()
+    errors = Console(stderr=True, soft_wrap=True)
+    try:
+        _check_output(out, (".csv", ".json", ".parquet"), "--out")
+        from tailwise.tails import analyze_tails
+        from tailwise.weights import WeightsError
+
+        try:
+            path, label = _resolve_source(source, quiet, errors)
+            df = analyze_tails(
+                path,
+                include=include,
+                exclude=exclude,
+                trust_pickle=trust_pickle,
+                progress=not quiet,
+                center=center,
+                cap=cap,
+                seed=seed,
+            )
+        except (WeightsError, ValueError, OSError) as exc:
+            raise UsageError(str(exc).splitlines()[0]) from exc
+        if not quiet:
+            _print_rows(console, df, _TAILS_SHOWN, f"tailwise tails: {label}", "status")
+        if out is not None:
+            from tailwise._io import write_table
+
+            write_table(df, out)
+            if not quiet:
+                console.print(f"wrote {out}")
+    except UsageError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+
+
+_PRUNE_SHOWN = (
+    ("layer", "layer"),
+    ("kind", "kind"),
+    ("ratio", "ratio"),
+    ("achieved", "removed"),
+    ("params_before", "params"),
+    ("params_after", "params after"),
+    ("flops_before", "FLOPs"),
+    ("flops_after", "FLOPs after"),
+    ("rel_error", "rel. error"),
+)
+_METHODS = ("magnitude", "global-magnitude", "lowrank", "node", "channel")
+
+
+def _import_factory(spec: str) -> Any:
+    """``package.module:callable`` -> the callable (a model class or factory)."""
+    import importlib
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"--model {spec!r}: expected 'package.module:callable'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"--model {spec!r}: cannot import {module_name} ({exc})") from None
+    found = getattr(module, attribute, None)
+    if not callable(found):
+        raise UsageError(f"--model {spec!r}: {module_name} has no callable {attribute!r}")
+    return found
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise UsageError(f"--input-shape {text!r}: expected integers like 1,3,32,32") from None
+    if not shape or any(n < 1 for n in shape):
+        raise UsageError(f"--input-shape {text!r}: every dimension must be >= 1")
+    return shape
+
+
+def _load_for_pruning(
+    source: str | None, model_spec: str | None, trust_pickle: bool, quiet: bool, errors: Console
+) -> tuple[Any, str, dict[str, Any] | None, dict[str, Any], bool]:
+    """(model, label, original architecture, edits already in the file, is the reference)."""
+    import json
+
+    from tailwise.prune.rebuild import ARCHITECTURE_KEY, load_pruned, read_metadata, stored_edits
+
+    path, label = _resolve_source(source, quiet, errors)
+    file = Path(path)
+    if file.is_dir():
+        raise UsageError(f"{file}: pruning needs one weights file, not a folder")
+    factory = _import_factory(model_spec) if model_spec else None
+    if factory is None and file.suffix != ".safetensors":
+        raise UsageError(
+            f"{file}: a torch checkpoint does not say which architecture it holds; "
+            "pass --model package.module:callable"
+        )
+    meta = read_metadata(file) if file.suffix == ".safetensors" else {}
+    if factory is None and ARCHITECTURE_KEY not in meta:
+        raise UsageError(
+            f"{file} records no tailwise architecture; pass --model package.module:callable "
+            "building the original architecture"
+        )
+    model = load_pruned(file, factory, trust_pickle=trust_pickle)
+    architecture = json.loads(meta[ARCHITECTURE_KEY]) if ARCHITECTURE_KEY in meta else None
+    return model, label, architecture, stored_edits(file), source is None
+
+
+def _exclude_outputs(net: Any, inputs: Any, exclude: str | None) -> str:
+    """``exclude`` extended by the layers producing the model output (channel pruning keeps
+    their channels, so the allocation budget must be spread over the other layers)."""
+    import re
+
+    from tailwise.prune.layers import prunable_layers
+    from tailwise.prune.structured import output_layers
+
+    names = output_layers(net, inputs, prunable_layers(net))
+    parts = [f"^{re.escape(name)}$" for name in names]
+    if exclude:
+        parts.append(f"(?:{exclude})")
+    return "|".join(parts) if parts else "(?!)"
+
+
+def _digits_accuracy(model: Any) -> float:
+    from tailwise.data.digits import digits_loaders
+    from tailwise.train.loop import evaluate
+
+    _, test_loader = digits_loaders(64, seed=0, flatten=True)
+    return evaluate(model, test_loader)[1]
+
+
+@app.command()
+def prune(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="A .safetensors file written by tailwise (it records its architecture), or "
+            "any weights file with --model. Default: tailwise's reference network."
+        ),
+    ] = None,
+    method: Annotated[
+        str, typer.Option(help="magnitude | global-magnitude | lowrank | node | channel")
+    ] = "magnitude",
+    ratio: Annotated[
+        float, typer.Option(help="Fraction of the weights (channels for 'channel') to remove")
+    ] = 0.5,
+    allocate: Annotated[
+        str,
+        typer.Option(
+            help="Layer-wise ratios: uniform | lamp | erk | <analyze column>[:inverse], "
+            "e.g. alpha or alpha:inverse"
+        ),
+    ] = "uniform",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the pruned model (.safetensors)")
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write the per-layer report: .html, .csv, .json or .parquet"),
+    ] = None,
+    include: Annotated[
+        str | None, typer.Option(help="Only layers whose module name matches this regex")
+    ] = None,
+    exclude: Annotated[
+        str | None, typer.Option(help="Skip layers whose module name matches this regex")
+    ] = None,
+    center: Annotated[
+        bool, typer.Option("--center", help="Median-centred magnitude pruning (source 003)")
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="package.module:callable building the original architecture"),
+    ] = None,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(help="Example input shape for tracing and FLOPs, e.g. 1,3,32,32"),
+    ] = None,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option("--trust-pickle", help="Allow unpickling arbitrary objects (trusted files)"),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table")] = False,
+) -> None:
+    """Prune a model with layer-wise ratios; write it and a report of what it cost."""
+    console = _console()
+    errors = Console(stderr=True, soft_wrap=True)
+    try:
+        if method not in _METHODS:
+            raise UsageError(f"--method {method!r}: choose one of {', '.join(_METHODS)}")
+        if not (0.0 <= ratio < 1.0):
+            raise UsageError(f"--ratio {ratio}: must be in [0, 1)")
+        if method == "global-magnitude" and allocate != "uniform":
+            raise UsageError(
+                "--method global-magnitude sets layer ratios by one global threshold; "
+                "use --method magnitude with --allocate"
+            )
+        if center and method not in ("magnitude", "global-magnitude"):
+            raise UsageError("--center applies to magnitude pruning only")
+        _check_output(out, (".safetensors",), "--out")
+        _check_output(report, (".html", ".htm", ".csv", ".json", ".parquet"), "--report")
+        result, label, accuracy = _run_prune(
+            source,
+            method,
+            ratio,
+            allocate,
+            include,
+            exclude,
+            center,
+            model,
+            input_shape,
+            trust_pickle,
+            quiet,
+            errors,
+        )
+        _finish_prune(console, result, label, accuracy, out, report, quiet)
+    except UsageError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+
+
+def _run_prune(
+    source: str | None,
+    method: str,
+    ratio: float,
+    allocation: str,
+    include: str | None,
+    exclude: str | None,
+    center: bool,
+    model_spec: str | None,
+    input_shape: str | None,
+    trust_pickle: bool,
+    quiet: bool,
+    errors: Console,
+) -> tuple[Any, str, tuple[float, float] | None]:
+    import torch
+
+    from tailwise.models import example_input_shape
+    from tailwise.prune import (
+        allocate,
+        prune_channels,
+        prune_lowrank,
+        prune_magnitude,
+        prune_nodes,
+    )
+    from tailwise.weights import WeightsError
+
+    try:
+        net, label, architecture, prior_edits, is_reference = _load_for_pruning(
+            source, model_spec, trust_pickle, quiet, errors
+        )
+        if input_shape is not None:
+            shape: tuple[int, ...] | None = _parse_shape(input_shape)
+        elif architecture is not None:
+            shape = example_input_shape(architecture)
+        else:
+            shape = None
+        if shape is None and method == "channel":
+            raise UsageError("channel pruning traces the model: pass --input-shape, e.g. 1,3,32,32")
+        inputs = torch.zeros(shape) if shape is not None else None
+        if method == "global-magnitude":
+            result = prune_magnitude(
+                net,
+                ratio,
+                scope="global",
+                center=center,
+                include=include,
+                exclude=exclude,
+                example_inputs=inputs,
+            )
+        else:
+            if allocation == "uniform":
+                ratios: Any = ratio
+            else:
+                ratios = allocate(
+                    net,
+                    ratio,
+                    allocation,
+                    include=include,
+                    exclude=_exclude_outputs(net, inputs, exclude)
+                    if method == "channel"
+                    else exclude,
+                )
+            if method == "magnitude":
+                result = prune_magnitude(
+                    net,
+                    ratios,
+                    center=center,
+                    include=include,
+                    exclude=exclude,
+                    example_inputs=inputs,
+                )
+            elif method == "lowrank":
+                result = prune_lowrank(
+                    net, ratios, include=include, exclude=exclude, example_inputs=inputs
+                )
+            elif method == "node":
+                result = prune_nodes(
+                    net, ratios, include=include, exclude=exclude, example_inputs=inputs
+                )
+            else:
+                assert inputs is not None
+                result = prune_channels(net, ratios, inputs, include=include, exclude=exclude)
+    except (WeightsError, ValueError, OSError, TypeError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from exc
+    result.architecture = architecture
+    result.edits = {**prior_edits, **result.edits}
+    accuracy = None
+    if is_reference:
+        accuracy = (_digits_accuracy(net), _digits_accuracy(result.model))
+    return result, label, accuracy
+
+
+def _finish_prune(
+    console: Console,
+    result: Any,
+    label: str,
+    accuracy: tuple[float, float] | None,
+    out: Path | None,
+    report: Path | None,
+    quiet: bool,
+) -> None:
+    totals = result.totals()
+    if not quiet:
+        _print_rows(
+            console,
+            result.report,
+            _PRUNE_SHOWN,
+            f"tailwise prune ({result.method}): {label}",
+            "note",
+        )
+        line = (
+            f"params {totals['params_before']:,.0f} -> {totals['params_after']:,.0f} "
+            f"({totals['params_ratio']:.1%} kept)"
+        )
+        if not math.isnan(totals["flops_ratio"]):
+            line += f"; FLOPs {totals['flops_ratio']:.1%} kept"
+        if accuracy is not None:
+            line += f"; digits test accuracy {accuracy[0]:.2%} -> {accuracy[1]:.2%}"
+        console.print(line)
+    if out is not None:
+        from tailwise.prune import save_pruned
+
+        try:
+            save_pruned(result, out)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--out {out}: {str(exc).splitlines()[0]}") from exc
+        if not quiet:
+            console.print(f"wrote {out}")
+    if report is not None:
+        if report.suffix.lower() in (".html", ".htm"):
+            from tailwise.report import write_prune_html
+
+            write_prune_html(result, report, source=label, accuracy=accuracy)
+        else:
+            from tailwise._io import write_table
+
+            write_table(result.report, report)
+        if not quiet:
+            console.print(f"wrote {report}")
 
 
 def _check_output(path: Path | None, suffixes: tuple[str, ...], option: str) -> None:

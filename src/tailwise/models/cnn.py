@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tailwise.models.mlp import _check_positive
+from tailwise.models.mlp import _check_positive, _checked_architecture
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -81,3 +82,23 @@ class SmallCNN(nn.Module):
             )
         out: Tensor = self.head(torch.flatten(self.features(x), 1))
         return out
+
+    def architecture(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments plus ``"class": "SmallCNN"``.
+
+        Widths are read from the live layers, so a channel-pruned model is still described;
+        :func:`tailwise.models.build_model` rebuilds the same architecture from it.
+
+        >>> SmallCNN().architecture()["channels"]
+        [32, 64]
+        """
+        convs = [module for module in self.features.modules() if isinstance(module, nn.Conv2d)]
+        return _checked_architecture(
+            self,
+            {
+                "in_channels": convs[0].in_channels,
+                "num_classes": self.head.out_features,
+                "channels": [conv.out_channels for conv in convs],
+                "image_size": self.image_size,
+            },
+        )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -26,6 +28,31 @@ def make_activation(name: str) -> nn.Module:
 def _check_positive(where: str, name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+
+
+def _checked_architecture(model: nn.Module, arguments: dict[str, Any]) -> dict[str, Any]:
+    """``{"class": <name>, **arguments}`` after checking that the arguments rebuild ``model``.
+
+    ``arguments`` are read from the live layers, so a model whose widths were changed (e.g. by
+    channel pruning) is still described when its class can express the new widths; when it
+    cannot (say, unequal widths where the constructor takes one), this raises ``ValueError``
+    rather than describe a different network. The check builds a twin on the meta device
+    (no memory, no random numbers drawn) and compares state_dict keys and shapes.
+    """
+    name = type(model).__name__
+    with torch.device("meta"):
+        twin = type(model)(**arguments)
+    actual = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    rebuilt = {key: tuple(value.shape) for key, value in twin.state_dict().items()}
+    if actual != rebuilt:
+        # The first differing key in state_dict order (usually the layer that was changed).
+        key = next(key for key in [*actual, *rebuilt] if actual.get(key) != rebuilt.get(key))
+        raise ValueError(
+            f"{name}: its constructor arguments no longer describe this model (was it pruned "
+            f"unevenly?): {key} is {actual.get(key)} here but {rebuilt.get(key)} when rebuilt "
+            f"from {arguments}"
+        )
+    return {"class": name, **arguments}
 
 
 class MLP(nn.Module):
@@ -69,6 +96,7 @@ class MLP(nn.Module):
             nn.Linear(n_in, n_out, bias=bias) for n_in, n_out in itertools.pairwise(widths)
         )
         self.activation = make_activation(activation)
+        self.activation_name = activation
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (N, num_classes) of inputs (N, in_features) or (N, *) flattening to it."""
@@ -85,3 +113,24 @@ class MLP(nn.Module):
             x = self.activation(layer(x))
         out: Tensor = head(x)
         return out
+
+    def architecture(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments plus ``"class": "MLP"``, read from the layers.
+
+        :func:`tailwise.models.build_model` rebuilds the same architecture from it (also after
+        pruning hidden units, since the widths are read from the live layers).
+
+        >>> MLP(64, [32], 10).architecture()["hidden"]
+        [32]
+        """
+        linears = [layer for layer in self.layers if isinstance(layer, nn.Linear)]
+        return _checked_architecture(
+            self,
+            {
+                "in_features": linears[0].in_features,
+                "hidden": [layer.out_features for layer in linears[:-1]],
+                "num_classes": linears[-1].out_features,
+                "activation": self.activation_name,
+                "bias": linears[0].bias is not None,
+            },
+        )

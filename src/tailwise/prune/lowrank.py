@@ -1,0 +1,206 @@
+"""Singular-value pruning: replace a Linear / Conv layer by two smaller layers.
+
+A weight W (out, in) — a convolution's (out, in, *k) flattened to (out, in * prod k) — with
+SVD W = U S V^T is replaced by its best rank-k approximation (Eckart-Young) as two layers:
+
+- Linear: ``Linear(in, k, bias=False)`` with weight ``sqrt(S_k) V_k^T`` (k, in), then
+  ``Linear(k, out)`` with weight ``U_k sqrt(S_k)`` (out, k) and the original bias;
+- Conv: a conv with the original kernel, stride, padding and dilation producing k channels,
+  then a 1x1 conv to ``out`` channels with the original bias.
+
+The parameter count falls from ``out * in`` to ``k * (out + in)``, and so do the FLOPs: a real
+speed-up, not a masked full matrix. The pruning ratio r counts factor parameters (source 003,
+REFERENCES §4): k = floor((1 - r) * out * in / (out + in)), at least 1. The relative error is
+||W - W_k||_F / ||W||_F = sqrt(sum_{i > k} s_i^2 / sum_i s_i^2).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tailwise.prune.layers import (
+    model_architecture,
+    prepare,
+    prunable_layers,
+    resolve_ratios,
+    set_module,
+)
+from tailwise.prune.rebuild import module_spec
+from tailwise.prune.report import (
+    PruneResult,
+    dense_flops,
+    layer_flops,
+    layer_kind,
+    make_report,
+    weight_params,
+)
+
+__all__ = ["factorize", "lowrank_rank", "prune_lowrank"]
+
+
+def lowrank_rank(out_dim: int, in_dim: int, ratio: float) -> int:
+    """Rank k whose two factors hold at most ``(1 - ratio) * out * in`` parameters (k >= 1).
+
+    >>> lowrank_rank(512, 256, 0.5)
+    85
+    """
+    return max(1, math.floor((1.0 - ratio) * out_dim * in_dim / (out_dim + in_dim)))
+
+
+def factorize(module: nn.Module, rank: int) -> tuple[nn.Sequential, float]:
+    """Rank-``rank`` two-layer replacement of a Linear or Conv layer, and its relative error.
+
+    The SVD runs in float64 on the weight's device; the factors are cast back to the weight's
+    dtype. Conv layers must have ``groups == 1``.
+
+    >>> layer = nn.Linear(6, 4)
+    >>> pair, err = factorize(layer, 4)  # full rank: exact
+    >>> x = torch.randn(3, 6)
+    >>> bool(torch.allclose(pair(x), layer(x), atol=1e-5)), err < 1e-6
+    (True, True)
+    """
+    weight = module.weight
+    out_dim = weight.shape[0]
+    matrix = weight.detach().reshape(out_dim, -1).to(torch.float64)
+    in_dim = matrix.shape[1]
+    if not 1 <= rank <= min(out_dim, in_dim):
+        raise ValueError(f"rank must be in [1, {min(out_dim, in_dim)}], got {rank}")
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    root = s[:rank].sqrt()
+    first_w = (root[:, None] * vh[:rank]).to(weight.dtype)
+    second_w = (u[:, :rank] * root[None, :]).to(weight.dtype)
+    total = float((s**2).sum())
+    error = math.sqrt(float((s[rank:] ** 2).sum()) / total) if total > 0 else 0.0
+    bias = module.bias
+    factory: dict[str, Any] = {"device": weight.device, "dtype": weight.dtype}
+    if isinstance(module, nn.Linear):
+        first: nn.Module = nn.Linear(in_dim, rank, bias=False, **factory)
+        second: nn.Module = nn.Linear(rank, out_dim, bias=bias is not None, **factory)
+        first_shape: tuple[int, ...] = (rank, in_dim)
+        second_shape: tuple[int, ...] = (out_dim, rank)
+    elif isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        if module.groups != 1:
+            raise ValueError(f"grouped convolution (groups={module.groups}) is not factorized")
+        conv = type(module)
+        first = conv(
+            module.in_channels,
+            rank,
+            module.kernel_size,  # type: ignore[arg-type]
+            stride=module.stride,  # type: ignore[arg-type]
+            padding=module.padding,  # type: ignore[arg-type]
+            dilation=module.dilation,  # type: ignore[arg-type]
+            bias=False,
+            padding_mode=module.padding_mode,
+            **factory,
+        )
+        second = conv(rank, out_dim, 1, bias=bias is not None, **factory)
+        first_shape = (rank, *weight.shape[1:])
+        second_shape = (out_dim, rank) + (1,) * (weight.ndim - 2)
+    else:
+        raise TypeError(f"cannot factorize a {type(module).__name__}")
+    with torch.no_grad():
+        first.weight.copy_(first_w.reshape(first_shape))
+        second.weight.copy_(second_w.reshape(second_shape))
+        if bias is not None:
+            second.bias.copy_(bias.detach())
+    return nn.Sequential(first, second), error
+
+
+def prune_lowrank(
+    model: nn.Module,
+    ratio: float | Mapping[str, float],
+    *,
+    include: str | re.Pattern[str] | None = None,
+    exclude: str | re.Pattern[str] | None = None,
+    example_inputs: Tensor | tuple[Any, ...] | None = None,
+    inplace: bool = False,
+) -> PruneResult:
+    """Replace each Linear/Conv layer by a rank-k factor pair holding ``(1 - r)`` of its weights.
+
+    ``ratio``: one float for every layer, or a dict layer name -> r (layers it omits stay
+    dense). A layer is left dense, with a note, when no rank below full would save parameters
+    (k (out + in) >= out in) or when it is a grouped convolution. The pruned layer becomes an
+    ``nn.Sequential`` of two layers named ``<layer>.0`` and ``<layer>.1``; ``result.edits``
+    records them so that :func:`tailwise.prune.load_pruned` can rebuild the model. The model
+    is deep-copied unless ``inplace``; ``example_inputs`` enables FLOPs of convolutions.
+
+    >>> from tailwise.models import MLP
+    >>> result = prune_lowrank(MLP(64, [512], 10), {"layers.0": 0.5})
+    >>> result.model.layers[0]
+    Sequential(
+      (0): Linear(in_features=64, out_features=28, bias=False)
+      (1): Linear(in_features=28, out_features=512, bias=True)
+    )
+    """
+    architecture = model_architecture(model)
+    work = prepare(model, inplace)
+    layers = prunable_layers(work, include=include, exclude=exclude)
+    if not layers:
+        raise ValueError("no Linear/Conv layer to prune (check include/exclude)")
+    ratios = resolve_ratios(layers, ratio)
+    flops_before = layer_flops(work, example_inputs, layers) if example_inputs is not None else None
+    replaced: dict[str, nn.Module] = {}
+    rows: list[dict[str, Any]] = []
+    edits: dict[str, dict[str, Any]] = {}
+    for name, module in layers.items():
+        r = ratios[name]
+        out_dim = module.weight.shape[0]
+        in_dim = module.weight[0].numel()
+        n_weight = module.weight.numel()
+        params = weight_params(module)
+        row: dict[str, Any] = {
+            "layer": name,
+            "kind": layer_kind(module),
+            "method": "lowrank",
+            "ratio": r,
+            "achieved": 0.0,
+            "params_before": params,
+            "params_after": params,
+            "rel_error": 0.0,
+            "note": "",
+        }
+        rows.append(row)
+        if r == 0.0:
+            continue
+        rank = lowrank_rank(out_dim, in_dim, r)
+        if rank * (out_dim + in_dim) >= n_weight or rank >= min(out_dim, in_dim):
+            row["note"] = f"left dense: rank {rank} factors would not save parameters"
+            continue
+        if getattr(module, "groups", 1) != 1:
+            row["note"] = "left dense: grouped convolution"
+            continue
+        pair, error = factorize(module, rank)
+        set_module(work, name, pair)
+        replaced[name] = pair
+        edits[name] = module_spec(pair)
+        kept = rank * (out_dim + in_dim)
+        row.update(
+            achieved=1.0 - kept / n_weight,
+            params_after=params - n_weight + kept,
+            rel_error=error,
+            note=f"rank {rank} of {min(out_dim, in_dim)}",
+        )
+    final = {name: replaced.get(name, module) for name, module in layers.items()}
+    flops_after = layer_flops(work, example_inputs, final) if example_inputs is not None else None
+    for row in rows:
+        name = row["layer"]
+        if flops_before is not None and flops_after is not None:
+            row["flops_before"] = float(flops_before[name])
+            row["flops_after"] = float(flops_after[name])
+        else:
+            before = dense_flops(layers[name])
+            row["flops_before"] = before
+            row["flops_after"] = before * (1.0 - row["achieved"])
+    return PruneResult(
+        model=work,
+        report=make_report(rows),
+        edits=edits,
+        method="lowrank",
+        architecture=architecture,
+    )

@@ -1,0 +1,295 @@
+"""Save a pruned model and rebuild it: weights in safetensors, architecture edits in its header.
+
+Channel and low-rank pruning change module shapes, so a pruned state dict no longer loads into
+the original architecture. :func:`save_pruned` writes the weights plus, in the safetensors
+string metadata, ``tailwise_edits``: a JSON map module name -> module spec for every module
+whose structure changed (``{"type": "Conv2d", "in_channels": 3, ...}``, or a ``Sequential``
+of specs for a factorized layer), and, when known, ``architecture``: the constructor arguments
+of a tailwise model (:func:`tailwise.models.build_model`). :func:`load_pruned` builds the
+original architecture (or takes a fresh instance from the caller), applies the edits, and
+loads the weights strictly. Nothing in the file is executable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from tailwise._io import atomic_path
+from tailwise.prune.layers import set_module
+from tailwise.prune.report import PruneResult
+
+__all__ = [
+    "apply_edits",
+    "build_module",
+    "changed_modules",
+    "load_pruned",
+    "module_spec",
+    "read_metadata",
+    "save_pruned",
+    "stored_edits",
+    "structure_specs",
+]
+
+EDITS_KEY = "tailwise_edits"
+ARCHITECTURE_KEY = "architecture"
+PRUNE_KEY = "tailwise_prune"
+
+_CONV_FIELDS = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "padding_mode",
+)
+_FIELDS: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.Linear: ("in_features", "out_features"),
+    nn.Conv1d: _CONV_FIELDS,
+    nn.Conv2d: _CONV_FIELDS,
+    nn.Conv3d: _CONV_FIELDS,
+    nn.BatchNorm1d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    nn.BatchNorm2d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    nn.BatchNorm3d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    nn.LayerNorm: ("normalized_shape", "eps", "elementwise_affine"),
+    nn.GroupNorm: ("num_groups", "num_channels", "eps", "affine"),
+    nn.PReLU: ("num_parameters",),
+    nn.Embedding: ("num_embeddings", "embedding_dim", "padding_idx"),
+}
+_BY_NAME: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in _FIELDS}
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def module_spec(module: nn.Module) -> dict[str, Any]:
+    """JSON-serialisable constructor arguments of a supported module (or a Sequential of them).
+
+    Supported: Linear, Conv1d/2d/3d, BatchNorm1d/2d/3d, LayerNorm, GroupNorm, PReLU, Embedding
+    and ``nn.Sequential`` containers of these.
+
+    >>> module_spec(nn.Linear(3, 2, bias=False))
+    {'type': 'Linear', 'in_features': 3, 'out_features': 2, 'bias': False}
+    """
+    if type(module) is nn.Sequential:
+        return {
+            "type": "Sequential",
+            "children": [[name, module_spec(child)] for name, child in module.named_children()],
+        }
+    fields = _FIELDS.get(type(module))
+    if fields is None:
+        raise TypeError(
+            f"cannot record the structure of a {type(module).__name__}; supported: "
+            f"Sequential, {', '.join(_BY_NAME)}"
+        )
+    spec: dict[str, Any] = {"type": type(module).__name__}
+    spec.update({field: _jsonable(getattr(module, field)) for field in fields})
+    if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.LayerNorm):
+        spec["bias"] = getattr(module, "bias", None) is not None
+    return spec
+
+
+def build_module(spec: Mapping[str, Any]) -> nn.Module:
+    """The module a :func:`module_spec` dict describes (fresh parameters).
+
+    >>> build_module({"type": "Linear", "in_features": 3, "out_features": 2, "bias": False})
+    Linear(in_features=3, out_features=2, bias=False)
+    """
+    kind = spec.get("type")
+    if kind == "Sequential":
+        return _sequential(spec.get("children", []))
+    cls = _BY_NAME.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown module type {kind!r} in edit spec; known: {sorted(_BY_NAME)}")
+    kwargs = {key: value for key, value in spec.items() if key != "type"}
+    for key in ("kernel_size", "stride", "padding", "dilation", "normalized_shape"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad arguments for {kind} in edit spec: {exc}") from None
+
+
+def _sequential(children: list[list[Any]]) -> nn.Sequential:
+    seq = nn.Sequential()
+    for name, child in children:
+        seq.add_module(str(name), build_module(child))
+    return seq
+
+
+def structure_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Spec of every module of ``model`` whose type :func:`module_spec` supports, by name."""
+    return {
+        name: module_spec(module)
+        for name, module in model.named_modules()
+        if name and type(module) in _FIELDS
+    }
+
+
+def changed_modules(
+    before: Mapping[str, Mapping[str, Any]], model: nn.Module
+) -> dict[str, dict[str, Any]]:
+    """Specs of the modules of ``model`` whose structure differs from ``before``.
+
+    ``before``: :func:`structure_specs` of the model taken before it was pruned.
+    """
+    now = structure_specs(model)
+    return {name: spec for name, spec in now.items() if before.get(name) != spec}
+
+
+def apply_edits(model: nn.Module, edits: Mapping[str, Mapping[str, Any]]) -> nn.Module:
+    """Replace each named module of ``model`` by a fresh module built from its spec (in place).
+
+    New modules take the dtype and device of the module they replace.
+    """
+    for name, spec in edits.items():
+        try:
+            old = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"edit names module {name!r}, which the model does not have") from None
+        new = build_module(spec)
+        ref = next(old.parameters(), None)
+        if ref is not None:
+            new = new.to(device=ref.device, dtype=ref.dtype)
+        set_module(model, name, new)
+    return model
+
+
+def _baked_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with ``torch.nn.utils.prune`` masks made permanent (keys as unpruned).
+
+    For every pruned tensor ``X`` the pair ``X_orig`` / ``X_mask`` becomes ``X`` as the
+    pruning method computes it; the model itself is not modified.
+    """
+    baked: dict[str, torch.Tensor] = {}
+    dropped: set[str] = set()
+    with torch.no_grad():
+        for prefix, module in model.named_modules():
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, torch_prune.BasePruningMethod):
+                    key = f"{prefix}.{hook._tensor_name}" if prefix else hook._tensor_name
+                    baked[key] = hook.apply_mask(module)
+                    dropped.update({key + "_orig", key + "_mask"})
+    state = {k: v for k, v in model.state_dict().items() if k not in dropped}
+    state.update(baked)
+    return {name: t.detach().to("cpu").contiguous().clone() for name, t in state.items()}
+
+
+def save_pruned(
+    model: nn.Module | PruneResult,
+    path: str | os.PathLike[str],
+    *,
+    edits: Mapping[str, Mapping[str, Any]] | None = None,
+    architecture: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a pruned model's weights and its rebuild information to a ``.safetensors`` file.
+
+    ``model``: a :class:`~tailwise.prune.PruneResult` (its edits, original architecture and
+    per-layer report totals are stored) or a module with explicit ``edits`` (module name ->
+    spec) and ``architecture`` (the *original* model's constructor arguments, for
+    :func:`tailwise.models.build_model`). Prune masks are made permanent in the saved copy
+    (the model itself is untouched). Written atomically: an interrupted write leaves no file.
+    """
+    target = Path(path)
+    if target.suffix != ".safetensors":
+        raise ValueError(f"pruned models are written as .safetensors, got {target.name!r}")
+    header: dict[str, str] = dict(metadata or {})
+    if isinstance(model, PruneResult):
+        edits = model.edits if edits is None else edits
+        architecture = model.architecture if architecture is None else architecture
+        header[PRUNE_KEY] = json.dumps({"method": model.method, **model.totals()})
+        model = model.model
+    header[EDITS_KEY] = json.dumps(dict(edits or {}))
+    if architecture is not None:
+        header[ARCHITECTURE_KEY] = json.dumps(dict(architecture))
+    state = _baked_state(model)
+    with atomic_path(target) as tmp:
+        save_file(state, os.fspath(tmp), metadata=header)
+    return target
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` file (empty dict if it has none)."""
+    with safe_open(os.fspath(path), framework="pt") as handle:
+        found: dict[str, str] | None = handle.metadata()
+    return dict(found or {})
+
+
+def load_pruned(
+    path: str | os.PathLike[str],
+    model: nn.Module | Callable[[], nn.Module] | None = None,
+    *,
+    device: str | torch.device | None = None,
+    trust_pickle: bool = False,
+) -> nn.Module:
+    """Rebuild a model written by :func:`save_pruned` (or ``tailwise prune --out``).
+
+    ``model``: a fresh instance of the *original* architecture (or a zero-argument factory);
+    when omitted, the architecture stored in the file is built with
+    :func:`tailwise.models.build_model`. The stored edits are applied, the weights loaded with
+    ``strict=True``, and the model returned in eval mode on ``device`` (default CPU).
+    A torch checkpoint (``.pt``/``.pth``/``.bin``: a state dict, possibly nested under
+    ``"state_dict"``/``"model"``) can be loaded into ``model`` too; it is read with
+    ``weights_only=True`` unless ``trust_pickle``.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no such file: {file}")
+    is_safetensors = file.suffix == ".safetensors"
+    meta = read_metadata(file) if is_safetensors else {}
+    if model is None:
+        if ARCHITECTURE_KEY not in meta:
+            raise ValueError(
+                f"{file} does not record a tailwise architecture; pass model= (a fresh "
+                "instance of the original architecture, or a factory)"
+            )
+        from tailwise.models import build_model
+
+        net = build_model(json.loads(meta[ARCHITECTURE_KEY]))
+    elif isinstance(model, nn.Module):
+        net = model
+    else:
+        net = model()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"model factory returned {type(net).__name__}, not an nn.Module")
+    apply_edits(net, json.loads(meta.get(EDITS_KEY, "{}")))
+    if is_safetensors:
+        state: Mapping[str, torch.Tensor] = load_file(os.fspath(file))
+    else:
+        from tailwise.weights import _load_torch, _unwrap
+
+        loaded = _unwrap(_load_torch(file, trust_pickle))
+        if isinstance(loaded, nn.Module):
+            loaded = loaded.state_dict()
+        if not isinstance(loaded, Mapping):
+            raise ValueError(f"{file} holds a {type(loaded).__name__}, not a state dict")
+        state = loaded
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise ValueError(f"{file}: weights do not fit the model: {detail[:400]}") from None
+    return net.to("cpu" if device is None else device).eval()
+
+
+def stored_edits(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The module edits recorded in a ``.safetensors`` file (empty for other files)."""
+    if Path(path).suffix != ".safetensors":
+        return {}
+    found: dict[str, dict[str, Any]] = json.loads(read_metadata(path).get(EDITS_KEY, "{}"))
+    return found

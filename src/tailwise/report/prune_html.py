@@ -1,0 +1,111 @@
+"""One self-contained HTML page for a pruning result: what was removed and what it cost.
+
+Same page rules as :func:`tailwise.report.write_html` (inline CSS, figures as ``data:`` URIs,
+no JavaScript, a Content-Security-Policy, every string escaped): a summary (parameters and
+FLOPs before/after, optional accuracy before/after), a figure of parameters kept per layer
+beside the relative weight error, and the per-layer table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from tailwise._io import atomic_open
+from tailwise.prune.report import PruneResult
+from tailwise.report.html import _escape, _page_start, _summary_block, _table_block
+from tailwise.spectral.plots import figure_to_data_uri
+
+__all__ = ["write_prune_html"]
+
+_NOTE = (
+    "ratio: requested fraction removed; achieved: fraction of the layer's weights removed "
+    "(channel pruning also removes input channels). FLOPs = 2 x MACs of the Linear/Conv "
+    "layers for one pass over the example input; masked layers count the MACs of kept "
+    "weights (a sparse kernel's work)."
+)
+
+
+def _layers_figure(result: PruneResult) -> str:
+    df = result.report
+    names = [str(name) for name in df["layer"]]
+    positions = np.arange(len(names))
+    height = max(2.6, 0.28 * len(names) + 1.2)
+    fig = Figure(figsize=(10, height))
+    kept_axes, error_axes = fig.subplots(1, 2, sharey=True)
+    before = df["params_before"].to_numpy(dtype=float)
+    after = df["params_after"].to_numpy(dtype=float)
+    kept_axes.barh(positions, before, color="#c9d3e0", label="before")
+    kept_axes.barh(positions, after, color="#1f5fa8", label="after")
+    kept_axes.set_xscale("log")
+    kept_axes.set_xlabel("parameters (log scale)")
+    kept_axes.set_yticks(positions, names, fontsize=7)
+    kept_axes.invert_yaxis()
+    kept_axes.legend(loc="lower right", fontsize=8)
+    error_axes.barh(positions, df["rel_error"].to_numpy(dtype=float), color="#b3261e")
+    error_axes.set_xlabel("relative weight error ||W - W'||_F / ||W||_F")
+    error_axes.set_xlim(0, 1)
+    fig.suptitle(f"{result.method} pruning, per layer", fontsize=11)
+    fig.tight_layout()
+    uri = figure_to_data_uri(fig, dpi=90)
+    return (
+        '<section id="figure" class="figure-wide">\n<h2>Per layer</h2>\n'
+        f'<img alt="parameters kept and relative error per layer" src="{uri}">\n</section>\n'
+    )
+
+
+def write_prune_html(
+    result: PruneResult,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    source: str = "",
+    accuracy: tuple[float, float] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a :class:`~tailwise.prune.PruneResult` as one self-contained HTML file.
+
+    ``accuracy``: (before, after) of some evaluation, shown in the summary when given;
+    ``extra``: more summary entries. Written atomically.
+
+    >>> from tailwise.models import MLP
+    >>> from tailwise.prune import prune_magnitude
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> write_prune_html(prune_magnitude(MLP(8, [16], 4), 0.5), folder / "prune.html").name
+    'prune.html'
+    """
+    if not isinstance(result, PruneResult):
+        raise TypeError(f"write_prune_html: expected a PruneResult, got {type(result).__name__}")
+    totals = result.totals()
+    summary: dict[str, Any] = {
+        "method": result.method,
+        "params before": int(totals["params_before"]),
+        "params after": int(totals["params_after"]),
+        "params kept": f"{totals['params_ratio']:.1%}",
+    }
+    if not np.isnan(totals["flops_ratio"]):
+        summary["FLOPs kept"] = f"{totals['flops_ratio']:.1%}"
+        summary["FLOPs limit speed-up"] = f"{1 / totals['flops_ratio']:.2f}x"
+    if accuracy is not None:
+        summary["accuracy before"] = f"{accuracy[0]:.2%}"
+        summary["accuracy after"] = f"{accuracy[1]:.2%}"
+    summary.update(extra or {})
+    table = result.report.rename(columns={"layer": "name"})
+    table.attrs["source"] = source
+    heading = title or f"tailwise prune ({result.method})"
+    target = Path(path)
+    with atomic_open(target, "w") as handle:
+        handle.write(_page_start(heading, table))
+        handle.write(_summary_block(summary))
+        if len(table):
+            handle.write(_layers_figure(result))
+        handle.write(_table_block(table, set()))
+        handle.write(f'<p class="note">{_escape(_NOTE)}</p>\n')
+        handle.write("</main>\n</body>\n</html>\n")
+    return target
