@@ -12,14 +12,25 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_readme_has_examples_for_the_public_api() -> None:
-    import tailwise
+PACKAGES = (
+    "tailwise",
+    "tailwise.models",
+    "tailwise.prune",
+    "tailwise.report",
+    "tailwise.tails",
+)
 
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_readme_has_examples_for_the_public_api(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(package)
     text = "\n".join(BLOCKS)
-    for name in tailwise.__all__:
+    for name in module.__all__:
         if name.startswith("__") or name.isupper() or name[0].isupper():
             continue  # constants and types are documented in prose
-        assert name in text, f"public function {name} has no README example"
+        assert name in text, f"public function {package}.{name} has no README example"
 
 
 def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,8 +39,14 @@ def linear_stack(shapes: list[tuple[int, int]], seed: int = 0) -> nn.Sequential:
     return nn.Sequential(*(nn.Linear(n_in, n_out, bias=False) for n_out, n_in in shapes))
 
 
+def weight(model: nn.Module, layer: str) -> torch.Tensor:
+    tensor = model.get_submodule(layer).weight
+    assert isinstance(tensor, torch.Tensor)
+    return tensor
+
+
 def sizes_of(model: nn.Module) -> dict[str, int]:
-    return {name: m.weight.numel() for name, m in prunable_layers(model).items()}
+    return {name: weight(model, name).numel() for name in prunable_layers(model)}
 
 
 def removed(ratios: dict[str, float], model: nn.Module) -> float:
@@ -219,9 +225,9 @@ def heavy_and_gaussian_model() -> nn.Sequential:
     model = linear_stack([(128, 128), (128, 128)])
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        model[0].weight.copy_(torch.randn(128, 128, generator=generator))
+        weight(model, "0").copy_(torch.randn(128, 128, generator=generator))
         uniform = torch.rand(128, 128, generator=generator)
-        model[1].weight.copy_(torch.tan(math.pi * (uniform - 0.5)))  # standard Cauchy
+        weight(model, "1").copy_(torch.tan(math.pi * (uniform - 0.5)))  # standard Cauchy
     return model
 
 
@@ -330,8 +336,8 @@ def two_layer_lamp_model() -> nn.Sequential:
     """Layer "0": weights (3, -1, 2) -> scores 1, 1/14, 4/13; layer "1": (0.5, 4) -> 1/65, 1."""
     model = linear_stack([(1, 3), (2, 1)])
     with torch.no_grad():
-        model[0].weight.copy_(torch.tensor([[3.0, -1.0, 2.0]]))
-        model[1].weight.copy_(torch.tensor([[0.5], [4.0]]))
+        weight(model, "0").copy_(torch.tensor([[3.0, -1.0, 2.0]]))
+        weight(model, "1").copy_(torch.tensor([[0.5], [4.0]]))
     return model
 
 
@@ -349,6 +355,16 @@ def two_layer_lamp_model() -> nn.Sequential:
 def test_lamp_hand_case(ratio: float, expected: list[float]) -> None:
     ratios = allocate(two_layer_lamp_model(), ratio, "lamp")
     assert list(ratios.values()) == pytest.approx(expected)
+
+
+def test_lamp_keeps_one_weight_of_an_all_zero_layer() -> None:
+    # All scores of layer "0" are 0, below every score of layer "1"; still one weight stays.
+    model = linear_stack([(1, 3), (1, 2)])
+    with torch.no_grad():
+        weight(model, "0").zero_()
+        weight(model, "1").copy_(torch.tensor([[1.0, 2.0]]))
+    assert list(allocate(model, 0.8, "lamp").values()) == pytest.approx([2 / 3, 0.5])
+    assert list(allocate(model, 0.4, "lamp").values()) == pytest.approx([2 / 3, 0.0])
 
 
 def reference_lamp_pruned(weights: list[np.ndarray], ratio: float) -> list[int]:
@@ -376,11 +392,12 @@ def test_lamp_matches_an_independent_global_sort(
     model = linear_stack(shapes, seed)
     if ties:  # few distinct values: many equal scores across layers
         with torch.no_grad():
-            for module in model:
-                module.weight.copy_(torch.randint(-2, 3, module.weight.shape).float())
+            for layer in prunable_layers(model):
+                tensor = weight(model, layer)
+                tensor.copy_(torch.randint(-2, 3, tensor.shape).float())
     ratios = allocate(model, ratio, "lamp")
     assert_valid(ratios, model)
-    weights = [m.weight.detach().numpy().astype(np.float64) for m in model]
+    weights = [weight(model, layer).detach().numpy().astype(np.float64) for layer in ratios]
     expected = reference_lamp_pruned(weights, ratio)
     sizes = list(sizes_of(model).values())
     got = [round(r * n) for r, n in zip(ratios.values(), sizes, strict=True)]
@@ -494,7 +511,7 @@ def test_bad_ratio(ratio: float) -> None:
 
 def test_bad_ratio_type() -> None:
     with pytest.raises(TypeError):
-        allocate(linear_stack([(4, 4)]), True)  # type: ignore[arg-type]
+        allocate(linear_stack([(4, 4)]), True)
 
 
 def test_bad_step_and_max_ratio() -> None:

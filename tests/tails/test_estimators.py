@@ -98,9 +98,7 @@ def test_order_form_uses_medians() -> None:
     m = 10
     sums = np.abs(x.reshape(-1, m).sum(axis=1))
     # 400 block sums: the 200th smallest; 4000 samples: the 2000th smallest.
-    expected = math.log(m) / (
-        math.log(np.sort(sums)[199]) - math.log(np.sort(np.abs(x))[1999])
-    )
+    expected = math.log(m) / (math.log(np.sort(sums)[199]) - math.log(np.sort(np.abs(x))[1999]))
     assert mmo_alpha(x, m=m, form="order", center=False) == pytest.approx(expected, rel=1e-12)
 
 

@@ -26,7 +26,12 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from tailwise.prune.layers import check_ratio, prunable_layers, weight_name_to_layer
+from tailwise.prune.layers import (
+    check_ratio,
+    layer_weight,
+    prunable_layers,
+    weight_name_to_layer,
+)
 from tailwise.spectral.analyze import _TEXT_COLUMNS, COLUMNS
 
 __all__ = [
@@ -196,7 +201,7 @@ def _stepped_levels(
     """
     num_layers = metric.size
     top = math.floor(max_ratio / step * (1 + 1e-12))  # levels allowed by max_ratio
-    limit = budget_steps * (1 + 1e-3)
+    limit = budget_steps * (1 + _BUDGET_RTOL)
     levels = np.zeros(num_layers, dtype=np.int64)
     active = np.flatnonzero(metric > 0) if not inverse else np.arange(num_layers)
     reachable = top * int(sizes[active].sum())
@@ -387,7 +392,7 @@ def allocate(
     layers = prunable_layers(model, include=include, exclude=exclude)
     columns = METRIC_COLUMNS if analysis is None else _numeric_columns(analysis)
     parsed = Allocation.parse(method, columns)
-    weights = {name: _layer_weight(name, module) for name, module in layers.items()}
+    weights = {name: layer_weight(module) for name, module in layers.items()}
     if parsed.kind is AllocationKind.UNIFORM or not layers:
         return dict.fromkeys(layers, ratio)
     if parsed.kind is AllocationKind.LAMP:
@@ -405,13 +410,6 @@ def allocate(
             values, sizes, ratio, inverse=parsed.inverse, step=step, max_ratio=max_ratio
         )
     return dict(zip(layers, ratios, strict=True))
-
-
-def _layer_weight(name: str, module: nn.Module) -> Tensor:
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, Tensor):
-        raise ValueError(f"allocate: layer {name!r} has no weight tensor")
-    return weight
 
 
 def _numeric_columns(analysis: pd.DataFrame) -> tuple[str, ...]:

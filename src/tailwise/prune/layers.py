@@ -14,13 +14,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from tailwise.weights import _compile
 
 __all__ = [
     "PRUNABLE_TYPES",
     "check_ratio",
+    "layer_weight",
     "model_architecture",
     "prepare",
     "prunable_layers",
@@ -161,3 +162,11 @@ def model_architecture(model: nn.Module) -> dict[str, Any] | None:
         return None
     found = method()
     return dict(found) if isinstance(found, Mapping) else None
+
+
+def layer_weight(module: nn.Module) -> Tensor:
+    """The ``weight`` tensor of a Linear/Conv module (a clear error if it has none)."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    return weight

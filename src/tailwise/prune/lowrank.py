@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from tailwise.prune.layers import (
+    layer_weight,
     model_architecture,
     prepare,
     prunable_layers,
@@ -65,7 +66,7 @@ def factorize(module: nn.Module, rank: int) -> tuple[nn.Sequential, float]:
     >>> bool(torch.allclose(pair(x), layer(x), atol=1e-5)), err < 1e-6
     (True, True)
     """
-    weight = module.weight
+    weight = layer_weight(module)
     out_dim = weight.shape[0]
     matrix = weight.detach().reshape(out_dim, -1).to(torch.float64)
     in_dim = matrix.shape[1]
@@ -77,7 +78,8 @@ def factorize(module: nn.Module, rank: int) -> tuple[nn.Sequential, float]:
     second_w = (u[:, :rank] * root[None, :]).to(weight.dtype)
     total = float((s**2).sum())
     error = math.sqrt(float((s[rank:] ** 2).sum()) / total) if total > 0 else 0.0
-    bias = module.bias
+    found_bias = getattr(module, "bias", None)
+    bias = found_bias if isinstance(found_bias, Tensor) else None
     factory: dict[str, Any] = {"device": weight.device, "dtype": weight.dtype}
     if isinstance(module, nn.Linear):
         first: nn.Module = nn.Linear(in_dim, rank, bias=False, **factory)
@@ -105,10 +107,11 @@ def factorize(module: nn.Module, rank: int) -> tuple[nn.Sequential, float]:
     else:
         raise TypeError(f"cannot factorize a {type(module).__name__}")
     with torch.no_grad():
-        first.weight.copy_(first_w.reshape(first_shape))
-        second.weight.copy_(second_w.reshape(second_shape))
-        if bias is not None:
-            second.bias.copy_(bias.detach())
+        layer_weight(first).copy_(first_w.reshape(first_shape))
+        layer_weight(second).copy_(second_w.reshape(second_shape))
+        second_bias = getattr(second, "bias", None)
+        if bias is not None and isinstance(second_bias, Tensor):
+            second_bias.copy_(bias.detach())
     return nn.Sequential(first, second), error
 
 
@@ -150,9 +153,9 @@ def prune_lowrank(
     edits: dict[str, dict[str, Any]] = {}
     for name, module in layers.items():
         r = ratios[name]
-        out_dim = module.weight.shape[0]
-        in_dim = module.weight[0].numel()
-        n_weight = module.weight.numel()
+        out_dim = layer_weight(module).shape[0]
+        in_dim = layer_weight(module)[0].numel()
+        n_weight = layer_weight(module).numel()
         params = weight_params(module)
         row: dict[str, Any] = {
             "layer": name,

@@ -23,6 +23,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from tailwise.prune.layers import layer_weight
+
 __all__ = [
     "REPORT_COLUMNS",
     "PruneResult",
@@ -158,7 +160,7 @@ def layer_flops(
     for name, found in owners.items():
         total = 0
         for i, leaf in enumerate(found):
-            weight = leaf.weight
+            weight = layer_weight(leaf)
             per_output = weight[0].numel() if weight.ndim > 2 else weight.shape[1]
             total += sum(seen[f"{name}/{i}"]) * per_output
         flops[name] = round(2 * total)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from tailwise.prune.layers import (
+    layer_weight,
     model_architecture,
     prepare,
     prunable_layers,
@@ -87,7 +89,7 @@ def prune_nodes(
     for name, r in ratios.items():
         if r == 0.0:
             continue
-        weight = layers[name].weight
+        weight = layer_weight(layers[name])
         units = weight.shape[1] if weight.ndim == 2 else weight.shape[0] * weight.shape[1]
         masks[name] = _unit_keep_mask(weight, math.floor(r * units))
     result = apply_masks(
@@ -212,21 +214,21 @@ def prune_channels(
             if r > 0 and name not in protected
         }
         if pruning:
+            protected_modules = [layers[name] for name in sorted(protected)]
             try:
-                pruner = tp.pruner.MetaPruner(
-                    work,
-                    example_inputs,
-                    importance=_importance(importance),
-                    pruning_ratio=0.0,
-                    pruning_ratio_dict=pruning,  # type: ignore[arg-type]
-                    ignored_layers=[layers[name] for name in sorted(protected)],
-                    round_to=round_to,
-                )
-                pruner.step()
+                _meta_prune(work, example_inputs, importance, pruning, protected_modules, round_to)
+                # A forward pass that breaks after pruning (e.g. a hard-coded reshape) is a
+                # failure of the same kind: a dependency the graph did not see.
+                _outputs(work, example_inputs)
             except Exception as exc:  # Torch-Pruning raises many types while tracing
+                culprit = (
+                    "" if inplace else _failing_layer(model, example_inputs, ratios, protected)
+                )
                 raise ValueError(
-                    f"the dependency graph of {type(model).__name__} could not be pruned "
-                    f"({type(exc).__name__}: {exc})"
+                    f"the dependency graph of {type(model).__name__} could not be pruned"
+                    + (f" at layer {culprit!r}" if culprit else "")
+                    + f" ({type(exc).__name__}: {_first_line(exc)}); exclude that layer "
+                    "with exclude= or ignored="
                 ) from exc
         new_shapes = [t.shape for t in _outputs(work, example_inputs)]
         if new_shapes != out_shapes:
@@ -241,7 +243,7 @@ def prune_channels(
     rows = []
     for name, module in layers.items():
         n0, c0, norm0, params0 = before[name]
-        weight = module.weight.detach()
+        weight = layer_weight(module).detach()
         norm1 = float(torch.linalg.vector_norm(weight.to(torch.float64))) ** 2
         note = ""
         c1 = _channels(module)
@@ -274,15 +276,70 @@ def prune_channels(
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _meta_prune(
+    model: nn.Module,
+    example_inputs: Tensor | tuple[Any, ...],
+    importance: str,
+    pruning: dict[nn.Module, float],
+    protected: list[nn.Module],
+    round_to: int | None,
+) -> None:
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example_inputs,
+        importance=_importance(importance),
+        pruning_ratio=0.0,
+        pruning_ratio_dict=pruning,
+        ignored_layers=protected,
+        round_to=round_to,
+    )
+    pruner.step()
+
+
+def _failing_layer(
+    model: nn.Module,
+    example_inputs: Tensor | tuple[Any, ...],
+    ratios: Mapping[str, float],
+    protected: set[str],
+) -> str:
+    """The first layer that cannot be pruned on its own (searched on fresh copies of the
+    untouched model, only after a failure); "" when each prunes fine alone."""
+    for name, r in ratios.items():
+        if r <= 0 or name in protected:
+            continue
+        trial = copy.deepcopy(model).eval()
+        layers = prunable_layers(trial)
+        module = layers[name]
+        share = min(r, (_channels(module) - 1) / _channels(module) - 1e-9)
+        try:
+            _meta_prune(
+                trial,
+                example_inputs,
+                "l2",
+                {module: share},
+                [layers[p] for p in sorted(protected)],
+                None,
+            )
+            trial(*_as_args(example_inputs))
+        except Exception:
+            return name
+    return ""
+
+
 def _channels(module: nn.Module) -> int:
-    return int(module.weight.shape[0])
+    return int(layer_weight(module).shape[0])
 
 
 def _layer_state(layers: Mapping[str, nn.Module]) -> dict[str, tuple[int, int, float, int]]:
     """Per layer: weight numel, output channels, squared Frobenius norm, params."""
     state = {}
     for name, module in layers.items():
-        weight = module.weight.detach()
+        weight = layer_weight(module).detach()
         norm = float(torch.linalg.vector_norm(weight.to(torch.float64))) ** 2
         state[name] = (weight.numel(), _channels(module), norm, weight_params(module))
     return state

@@ -23,6 +23,7 @@ from torch.nn.utils import prune as torch_prune
 
 from tailwise.prune.layers import (
     check_ratio,
+    layer_weight,
     model_architecture,
     prepare,
     prunable_layers,
@@ -56,7 +57,7 @@ class _CenteredFromMask(torch_prune.CustomFromMask):
         method = torch_prune.BasePruningMethod.apply.__func__(  # type: ignore[attr-defined]
             cls, module, name, mask=mask, center=center
         )
-        return method  # type: ignore[no-any-return]
+        return method
 
     def apply_mask(self, module: nn.Module) -> Tensor:
         orig = getattr(module, self._tensor_name + "_orig")
@@ -108,13 +109,13 @@ def apply_masks(
     """
     centers = centers or {}
     notes = notes or {}
-    before_weights = {name: layers[name].weight.detach().clone() for name in ratios}
+    before_weights = {name: layer_weight(layers[name]).detach().clone() for name in ratios}
     flops_before = (
         layer_flops(model, example_inputs, layers) if example_inputs is not None else None
     )
     for name, mask in masks.items():
         module = layers[name]
-        mask_t = mask.to(device=module.weight.device, dtype=module.weight.dtype)
+        mask_t = mask.to(device=layer_weight(module).device, dtype=layer_weight(module).dtype)
         center = centers.get(name, 0.0)
         if center != 0.0:
             _CenteredFromMask.apply(module, "weight", mask=mask_t, center=center)
@@ -123,7 +124,7 @@ def apply_masks(
     rows = []
     for name in ratios:
         module = layers[name]
-        n_weight = module.weight.numel()
+        n_weight = layer_weight(module).numel()
         removed = int((~masks[name]).sum()) if name in masks else 0
         params = weight_params(module)
         # A sparse kernel does the MACs of the kept weights only (plus, when centred, one
@@ -141,7 +142,7 @@ def apply_masks(
                 "params_after": params - removed,
                 "flops_before": f_before,
                 "flops_after": f_after,
-                "rel_error": rel_error(before_weights[name], module.weight),
+                "rel_error": rel_error(before_weights[name], layer_weight(module)),
                 "note": notes.get(name, ""),
             }
         )
@@ -182,8 +183,10 @@ def prune_magnitude(
     layers = prunable_layers(work, include=include, exclude=exclude)
     if not layers:
         raise ValueError("no Linear/Conv layer to prune (check include/exclude)")
-    scores = {name: _importance(module.weight, center) for name, module in layers.items()}
-    centers = {name: _median(module.weight) for name, module in layers.items()} if center else {}
+    scores = {name: _importance(layer_weight(module), center) for name, module in layers.items()}
+    centers = (
+        {name: _median(layer_weight(module)) for name, module in layers.items()} if center else {}
+    )
     notes: dict[str, str] = {}
     if scope == "layer":
         ratios = resolve_ratios(layers, ratio)

@@ -113,7 +113,7 @@ def best_k_term(x: TensorLike, k: int, *, center: bool = True) -> FloatArray:
     out = np.full(n, median)
     if k > 0:
         keep = np.argsort(-np.abs(centred), kind="stable")[:k]
-        out[keep] = centred[keep] + median
+        out[keep] = array.reshape(-1)[keep]  # the stored values, not (x - c) + c rounded
     return out.reshape(array.shape)
 
 
