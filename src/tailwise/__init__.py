@@ -7,6 +7,7 @@ from tailwise.report import write_html
 from tailwise.spectral.analyze import COLUMNS, analyze, summary
 from tailwise.spectral.esd import eigenvalues
 from tailwise.spectral.powerlaw import PowerLawFit, fit_power_law
+from tailwise.tails import analyze_tails, mmo_alpha, sample_sas
 from tailwise.weights import LayerKind, LayerWeights, WeightsError, iter_layers, list_layers
 
 __version__ = "0.1.0"
@@ -19,10 +20,13 @@ __all__ = [
     "WeightsError",
     "__version__",
     "analyze",
+    "analyze_tails",
     "eigenvalues",
     "fit_power_law",
     "iter_layers",
     "list_layers",
+    "mmo_alpha",
+    "sample_sas",
     "summary",
     "write_html",
 ]

@@ -42,7 +42,12 @@ def _checked_architecture(model: nn.Module, arguments: dict[str, Any]) -> dict[s
     name = type(model).__name__
     with torch.device("meta"):
         twin = type(model)(**arguments)
-    actual = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    actual = {}
+    for key, value in model.state_dict().items():
+        # torch.nn.utils.prune keeps `X_orig` (shape of X) and `X_mask`: compare as X.
+        if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in model.state_dict():
+            continue
+        actual[key.removesuffix("_orig")] = tuple(value.shape)
     rebuilt = {key: tuple(value.shape) for key, value in twin.state_dict().items()}
     if actual != rebuilt:
         # The first differing key in state_dict order (usually the layer that was changed).

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from tailwise.weights import _compile
@@ -25,6 +27,7 @@ __all__ = [
     "model_architecture",
     "prepare",
     "prunable_layers",
+    "refresh_pruned",
     "resolve_ratios",
     "set_module",
     "weight_name_to_layer",
@@ -85,7 +88,9 @@ def check_ratio(ratio: float, what: str = "ratio") -> float:
     >>> check_ratio(0.5)
     0.5
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float):
+    if isinstance(ratio, Tensor) and ratio.numel() == 1 and ratio.is_floating_point():
+        ratio = float(ratio)
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
         raise TypeError(f"{what} must be a number in [0, 1), got {ratio!r}")
     value = float(ratio)
     if not math.isfinite(value) or not 0.0 <= value < 1.0:
@@ -124,6 +129,7 @@ def prepare(model: nn.Module, inplace: bool) -> nn.Module:
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     if inplace:
         return model
+    refresh_pruned(model)
     try:
         return copy.deepcopy(model)
     except RuntimeError as exc:
@@ -132,6 +138,22 @@ def prepare(model: nn.Module, inplace: bool) -> nn.Module:
             "torch.nn.utils.prune masks after a forward pass, or weight_norm); make them "
             f"permanent first or pass inplace=True ({exc})"
         ) from None
+
+
+def refresh_pruned(model: nn.Module) -> None:
+    """Recompute every ``torch.nn.utils.prune`` tensor without autograd history.
+
+    A pruned ``module.weight`` is ``weight_orig * weight_mask`` computed *with* autograd, which
+    ``copy.deepcopy`` refuses. The value is the same; the forward pre-hook recomputes it with
+    history on the next forward pass, so training is unaffected.
+    """
+    from torch.nn.utils import prune as torch_prune
+
+    with torch.no_grad():
+        for module in model.modules():
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, torch_prune.BasePruningMethod):
+                    setattr(module, hook._tensor_name, hook.apply_mask(module))
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:

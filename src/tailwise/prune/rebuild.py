@@ -177,7 +177,7 @@ def _baked_state(model: nn.Module) -> dict[str, torch.Tensor]:
     baked: dict[str, torch.Tensor] = {}
     dropped: set[str] = set()
     with torch.no_grad():
-        for prefix, module in model.named_modules():
+        for prefix, module in model.named_modules(remove_duplicate=False):
             for hook in module._forward_pre_hooks.values():
                 if isinstance(hook, torch_prune.BasePruningMethod):
                     key = f"{prefix}.{hook._tensor_name}" if prefix else hook._tensor_name

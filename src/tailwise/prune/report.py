@@ -85,8 +85,10 @@ class PruneResult:
         df = self.report
         out: dict[str, float] = {}
         for what in ("params", "flops"):
-            before = float(df[f"{what}_before"].sum(min_count=1))
-            after = float(df[f"{what}_after"].sum(min_count=1))
+            # NaN when any layer's count is unknown (a conv without example inputs): a
+            # partial sum would pass off the Linear layers' ratio as the model's.
+            before = float(df[f"{what}_before"].sum(skipna=False, min_count=1))
+            after = float(df[f"{what}_after"].sum(skipna=False, min_count=1))
             out[f"{what}_before"] = before
             out[f"{what}_after"] = after
             out[f"{what}_ratio"] = after / before if before > 0 else float("nan")

@@ -121,13 +121,13 @@ def output_layers(
     Their output channels are the model's outputs (e.g. class logits), so channel pruning
     must leave them alone.
     """
-    produced: dict[int, str] = {}
+    # Keep the produced tensors alive: ids of freed intermediates are reused by later ones.
+    produced: list[tuple[str, Tensor]] = []
     handles = []
     for name, module in layers.items():
 
         def hook(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
-            for tensor in _flatten_tensors(out):
-                produced[id(tensor)] = name
+            produced.extend((name, tensor) for tensor in _flatten_tensors(out))
 
         handles.append(module.register_forward_hook(hook))
     try:
@@ -136,7 +136,7 @@ def output_layers(
     finally:
         for handle in handles:
             handle.remove()
-    return sorted({produced[id(t)] for t in outputs if id(t) in produced})
+    return sorted({name for name, tensor in produced if any(tensor is out for out in outputs)})
 
 
 def _importance(kind: str) -> tp.importance.Importance:
@@ -186,6 +186,8 @@ def prune_channels(
     selected = prunable_layers(work, include=include, exclude=exclude)
     if not selected:
         raise ValueError("no Linear/Conv layer to prune (check include/exclude)")
+    if isinstance(ignored, str):
+        raise TypeError(f"ignored must be a sequence of layer names, got the string {ignored!r}")
     unknown = sorted(set(ignored) - set(layers))
     if unknown:
         raise ValueError(f"ignored names layers that are not Linear/Conv layers: {unknown}")
@@ -209,9 +211,9 @@ def prune_channels(
         flops_before = layer_flops(work, example_inputs, layers)
         out_shapes = [t.shape for t in _outputs(work, example_inputs)]
         pruning = {
-            layers[name]: min(r, (_channels(layers[name]) - 1) / _channels(layers[name]) - 1e-9)
+            layers[name]: _clamped(r, _channels(layers[name]), round_to)
             for name, r in ratios.items()
-            if r > 0 and name not in protected
+            if r > 0 and name not in protected and _channels(layers[name]) > (round_to or 1)
         }
         if pruning:
             protected_modules = [layers[name] for name in sorted(protected)]
@@ -249,14 +251,17 @@ def prune_channels(
         c1 = _channels(module)
         if c1 != c0 or weight.shape[1] * weight[0, 0].numel() != n0 // c0:
             note = f"out {c0} -> {c1}, in -> {weight.shape[1]}"
-        if name in outputs:
-            note = ("output layer; " + note).strip("; ")
+        requested = ratios.get(name, 0.0)
+        if name in protected:
+            requested = 0.0
+            kept = "output layer" if name in outputs else "ignored"
+            note = (f"{kept}: output channels kept; " + note).strip("; ")
         rows.append(
             {
                 "layer": name,
                 "kind": layer_kind(module),
                 "method": "channel",
-                "ratio": ratios.get(name, 0.0),
+                "ratio": requested,
                 "achieved": 1.0 - weight.numel() / n0,
                 "params_before": params0,
                 "params_after": weight_params(module),
@@ -329,6 +334,13 @@ def _failing_layer(
         except Exception:
             return name
     return ""
+
+
+def _clamped(ratio: float, channels: int, round_to: int | None) -> float:
+    """``ratio`` lowered so that at least one channel (``round_to`` with rounding) survives
+    Torch-Pruning's ``int(C * (1 - r))`` kept count, rounded down to a multiple of round_to."""
+    floor = round_to or 1
+    return min(ratio, (channels - floor) / channels - 1e-9)
 
 
 def _channels(module: nn.Module) -> int:

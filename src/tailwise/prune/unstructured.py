@@ -27,6 +27,7 @@ from tailwise.prune.layers import (
     model_architecture,
     prepare,
     prunable_layers,
+    refresh_pruned,
     resolve_ratios,
 )
 from tailwise.prune.report import (
@@ -121,6 +122,7 @@ def apply_masks(
             _CenteredFromMask.apply(module, "weight", mask=mask_t, center=center)
         else:
             torch_prune.custom_from_mask(module, "weight", mask_t)
+    refresh_pruned(model)
     rows = []
     for name in ratios:
         module = layers[name]

@@ -54,7 +54,7 @@ def _check_p(p: float, where: str) -> float:
 def _kept_count(keep_ratio: float, n: int, where: str) -> int:
     if (
         isinstance(keep_ratio, bool)
-        or not isinstance(keep_ratio, (int, float, np.floating))
+        or not isinstance(keep_ratio, (int, float, np.integer, np.floating))
         or not 0.0 <= keep_ratio <= 1.0
     ):
         raise ValueError(f"{where}: keep_ratio must be in [0, 1], got {keep_ratio!r}")
@@ -168,7 +168,7 @@ def _min_kept(table: FloatArray, target: float) -> int:
 def _check_target(target: float, where: str) -> float:
     if (
         isinstance(target, bool)
-        or not isinstance(target, (int, float, np.floating))
+        or not isinstance(target, (int, float, np.integer, np.floating))
         or not target >= 0
     ):
         raise ValueError(f"{where}: target must be a number >= 0, got {target!r}")

@@ -37,7 +37,14 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["MMO_BLOCK_SIZES", "MMOForm", "hill_alpha", "mmo_alpha", "mmo_block_sizes"]
+__all__ = [
+    "MMO_BLOCK_SIZES",
+    "MMOForm",
+    "default_hill_k",
+    "hill_alpha",
+    "mmo_alpha",
+    "mmo_block_sizes",
+]
 
 FloatArray = NDArray[np.float64]
 
@@ -115,13 +122,27 @@ def _parse_form(form: str | MMOForm) -> MMOForm:
         raise ValueError(f"mmo_alpha: form must be 'mean' or 'order', got {form!r}") from None
 
 
+# Up to this block size, m strided additions beat numpy's reduction over a short inner axis.
+_STRIDED_SUM_MAX_M = 8
+
+
+def _block_sums(samples: FloatArray, m: int) -> FloatArray:
+    """Sums of the n = N // m consecutive blocks of m samples (rows): shape (n,) or (n, d)."""
+    n = samples.shape[0] // m
+    if m > _STRIDED_SUM_MAX_M:
+        return np.asarray(samples[: n * m].reshape(n, m, *samples.shape[1:]).sum(axis=1))
+    sums = samples[0 : n * m : m].copy()
+    for j in range(1, m):
+        sums += samples[j : n * m : m]
+    return sums
+
+
 def _inverse_alpha(
     samples: FloatArray, log_x: FloatArray, floor: float, m: int, form: MMOForm
 ) -> float:
     """1/alpha for one block size m (REFERENCES §4); ``log_x`` = ln max(|X_j|, floor)."""
     n = samples.shape[0] // m
-    blocks = samples[: n * m].reshape(n, m, *samples.shape[1:]).sum(axis=1)
-    log_y = np.log(np.maximum(_magnitudes(blocks), floor))
+    log_y = np.log(np.maximum(_magnitudes(_block_sums(samples, m)), floor))
     if form is MMOForm.MEAN:
         return float((log_y.mean() - log_x.mean()) / math.log(m))
     # The k-th of n block sums and the (m k)-th of the n m samples used: both the k/n
@@ -132,7 +153,8 @@ def _inverse_alpha(
     return float((log_y_k - log_x_mk) / math.log(m))
 
 
-def _mmo_once(samples: FloatArray, sizes: Sequence[int], form: MMOForm) -> float:
+def _log_magnitudes(samples: FloatArray) -> tuple[FloatArray, float]:
+    """ln max(|X_j|, floor) and the floor (independent of the samples' order)."""
     magnitudes = _magnitudes(samples)
     scale = float(np.median(magnitudes))
     if scale <= 0.0:
@@ -142,7 +164,12 @@ def _mmo_once(samples: FloatArray, sizes: Sequence[int], form: MMOForm) -> float
             "(constant or mostly-zero data has no tail to estimate)"
         )
     floor = _RELATIVE_FLOOR * scale
-    log_x = np.log(np.maximum(magnitudes, floor))
+    return np.log(np.maximum(magnitudes, floor)), floor
+
+
+def _mmo_once(
+    samples: FloatArray, log_x: FloatArray, floor: float, sizes: Sequence[int], form: MMOForm
+) -> float:
     alphas = []
     for m in sizes:
         inverse = _inverse_alpha(samples, log_x, floor, m, form)
@@ -193,7 +220,7 @@ def mmo_alpha(
     non-finite values, fewer than 4 samples (2 m with an explicit ``m``), or when at least
     half of the samples equal the centre (constant data).
 
-    Measured on 200,000 SaS samples (seed 0): 1.20 / 1.50 / 1.80 for alpha 1.2 / 1.5 / 1.8.
+    Measured on 200,000 SaS samples (seed 0): 1.199 / 1.495 / 1.792 for alpha 1.2 / 1.5 / 1.8.
 
     >>> from tailwise.tails import sample_sas
     >>> round(mmo_alpha(sample_sas(1.5, 100_000, seed=0)), 1)
@@ -230,18 +257,19 @@ def mmo_alpha(
         raise ValueError(f"{where}: permutations must be an integer >= 0, got {permutations!r}")
 
     samples = _centred(samples, center)
+    log_x, floor = _log_magnitudes(samples)
     if permutations == 0:
-        alpha = _mmo_once(samples, sizes, parsed_form)
+        alpha = _mmo_once(samples, log_x, floor, sizes, parsed_form)
     else:
         rng = np.random.default_rng(seed)
-        alpha = float(
-            np.median(
-                [
-                    _mmo_once(samples[rng.permutation(count)], sizes, parsed_form)
-                    for _ in range(permutations)
-                ]
-            )
-        )
+        estimates = []
+        for _ in range(permutations):
+            order = rng.permutation(count)
+            # The mean form averages ln|X| over all N (order-free); the order form needs the
+            # logs of the samples in the permuted order.
+            permuted_log_x = log_x[order] if parsed_form is MMOForm.ORDER else log_x
+            estimates.append(_mmo_once(samples[order], permuted_log_x, floor, sizes, parsed_form))
+        alpha = float(np.median(estimates))
     return alpha if cap is None else min(alpha, float(cap))
 
 

@@ -85,7 +85,11 @@ def _shape(size: Size, where: str) -> tuple[int, ...]:
 def _check_alpha(
     alpha: float, low_open: float, high: float, high_closed: bool, where: str
 ) -> float:
-    ok = isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)
+    ok = (
+        isinstance(alpha, (int, float, np.integer, np.floating))
+        and not isinstance(alpha, bool)
+        and math.isfinite(alpha)
+    )
     if ok:
         ok = low_open < alpha <= high if high_closed else low_open < alpha < high
     if not ok:
@@ -297,9 +301,10 @@ def synthetic_layer(
     where = "synthetic_layer"
     structure = _parse(LayerStructure, kind, "kind", where)
     alpha = _check_alpha(alpha, 0.0, 2.0, True, where)
-    rows, cols = _shape(shape, where) if len(tuple(shape)) == 2 else (-1, -1)
-    if rows < 0:
+    dims = _shape(shape, where)
+    if len(dims) != 2:
         raise ValueError(f"{where}: shape must be (rows, cols), got {shape!r}")
+    rows, cols = dims
     draws = _Uniforms(_parse(Backend, backend, "backend", where), seed, device, where)
     if structure is LayerStructure.IID:
         return _sas(alpha, (rows, cols), draws)
