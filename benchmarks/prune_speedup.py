@@ -356,6 +356,11 @@ def main() -> None:
         "same as TP",
     ]
     print(markdown_table(header, rows))
+    print(
+        "\nFLOPs limit = FLOPs before / after; efficiency = speed-up / limit; tw/TP time = "
+        "forward time of tailwise's pruned model / Torch-Pruning's (1.00: same speed); prune "
+        "tw includes tailwise's report (FLOPs before/after, output layers, rebuild edits)"
+    )
 
     rows = []
     wide = 0 if args.quick else args.wide

@@ -72,20 +72,34 @@ def _median(weight: Tensor) -> float:
 
 
 def _importance(weight: Tensor, center: bool) -> Tensor:
-    w = weight.detach().to(torch.float64)
-    return (w - _median(weight)).abs() if center else w.abs()
+    """|w| (exact in float32 or wider), or |w - median| in float64 when centred."""
+    if center:
+        w = weight.detach().to(torch.float64)
+        return (w - _median(weight)).abs()
+    w = weight.detach()
+    return (w if w.dtype in (torch.float32, torch.float64) else w.to(torch.float32)).abs()
 
 
 def _smallest_mask(scores: Tensor, remove: int) -> Tensor:
     """Boolean keep-mask (same shape) that drops the ``remove`` smallest scores.
 
-    Ties are broken by position (stable sort), so the result is deterministic.
+    Ties at the threshold are dropped in position order, so the result is deterministic and
+    equals a stable sort's first ``remove`` entries, at the cost of one selection
+    (``kthvalue``) instead of a full sort.
     """
     flat = scores.flatten()
     keep = torch.ones_like(flat, dtype=torch.bool)
-    if remove > 0:
-        order = torch.sort(flat, stable=True).indices
-        keep[order[:remove]] = False
+    if remove <= 0:
+        return keep.view_as(scores)
+    if remove >= flat.numel():
+        return torch.zeros_like(keep).view_as(scores)
+    threshold = torch.kthvalue(flat, remove).values
+    below = flat < threshold
+    keep.masked_fill_(below, False)
+    left = remove - int(below.sum())
+    if left > 0:
+        ties = torch.nonzero(flat == threshold).flatten()[:left]
+        keep[ties] = False
     return keep.view_as(scores)
 
 
@@ -185,15 +199,18 @@ def prune_magnitude(
     layers = prunable_layers(work, include=include, exclude=exclude)
     if not layers:
         raise ValueError("no Linear/Conv layer to prune (check include/exclude)")
-    scores = {name: _importance(layer_weight(module), center) for name, module in layers.items()}
     centers = (
         {name: _median(layer_weight(module)) for name, module in layers.items()} if center else {}
     )
     notes: dict[str, str] = {}
     if scope == "layer":
         ratios = resolve_ratios(layers, ratio)
+        # One layer's scores at a time: at 100M parameters all of them would be gigabytes.
         masks = {
-            name: _smallest_mask(scores[name], math.floor(r * scores[name].numel()))
+            name: _smallest_mask(
+                _importance(layer_weight(layers[name]), center),
+                math.floor(r * layer_weight(layers[name]).numel()),
+            )
             for name, r in ratios.items()
             if r > 0
         }
@@ -203,6 +220,9 @@ def prune_magnitude(
             raise TypeError("scope='global' takes one float ratio, not a dict of layer ratios")
         value = check_ratio(ratio)
         ratios = dict.fromkeys(layers, value)
+        scores = {
+            name: _importance(layer_weight(module), center) for name, module in layers.items()
+        }
         masks = _global_masks(scores, value, notes)
         method = "global-magnitude"
     result = apply_masks(
