@@ -27,7 +27,6 @@ from tailwise.prune.report import (
     dense_flops,
     layer_kind,
     make_report,
-    rel_error,
     weight_params,
 )
 
@@ -104,16 +103,7 @@ def test_dense_flops_linear_and_nan_for_conv() -> None:
     assert math.isnan(dense_flops(nn.Conv2d(3, 4, 3)))
 
 
-# --- rel_error, weight_params, layer_kind, make_report ----------------------------------------
-
-
-def test_rel_error_by_hand() -> None:
-    assert rel_error(torch.tensor([3.0, 4.0]), torch.tensor([3.0, 0.0])) == pytest.approx(0.8)
-    before = torch.tensor([[1.0, -2.0], [2.0, 4.0]])
-    after = torch.tensor([[0.0, -2.0], [2.0, 3.0]])
-    assert rel_error(before, after) == pytest.approx(math.sqrt(2.0 / 25.0), rel=1e-12)
-    assert rel_error(torch.zeros(3), torch.ones(3)) == 0.0
-    assert rel_error(before, before) == 0.0
+# --- weight_params, layer_kind, make_report ----------------------------------------
 
 
 def test_weight_params_and_layer_kind() -> None:

@@ -32,7 +32,6 @@ __all__ = [
     "layer_flops",
     "layer_kind",
     "make_report",
-    "rel_error",
     "weight_params",
 ]
 
@@ -46,7 +45,6 @@ REPORT_COLUMNS: tuple[str, ...] = (
     "params_after",
     "flops_before",
     "flops_after",
-    "rel_error",
     "note",
 )
 
@@ -184,20 +182,6 @@ def dense_flops(module: nn.Module) -> float:
 def layer_kind(module: nn.Module) -> str:
     """Kind label of a prunable module, as :func:`tailwise.analyze` names it (``"conv2d"``)."""
     return type(module).__name__.lower()
-
-
-def rel_error(before: Tensor, after: Tensor) -> float:
-    """Relative Frobenius error ||before - after||_F / ||before||_F in float64 (0 if W = 0).
-
-    >>> rel_error(torch.tensor([3.0, 4.0]), torch.tensor([3.0, 0.0]))
-    0.8
-    """
-    ref = before.detach().to(torch.float64)
-    norm = float(torch.linalg.vector_norm(ref))
-    if norm == 0.0:
-        return 0.0
-    diff = ref - after.detach().to(device=ref.device, dtype=torch.float64)
-    return float(torch.linalg.vector_norm(diff)) / norm
 
 
 def make_report(rows: list[dict[str, Any]]) -> pd.DataFrame:

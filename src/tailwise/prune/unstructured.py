@@ -36,7 +36,6 @@ from tailwise.prune.report import (
     layer_flops,
     layer_kind,
     make_report,
-    rel_error,
     weight_params,
 )
 
@@ -103,6 +102,16 @@ def _smallest_mask(scores: Tensor, remove: int) -> Tensor:
     return keep.view_as(scores)
 
 
+def _masked_error(weight: Tensor, keep: Tensor, center: float) -> float:
+    """||W - W'||_F / ||W||_F where W' sets the entries outside ``keep`` to ``center``."""
+    w = weight.detach()
+    norm = float(torch.linalg.vector_norm(w, dtype=torch.float64))
+    if norm == 0.0:
+        return 0.0
+    removed = w[~keep.to(w.device)].to(torch.float64) - center
+    return float(torch.linalg.vector_norm(removed)) / norm
+
+
 def apply_masks(
     model: nn.Module,
     layers: Mapping[str, nn.Module],
@@ -124,7 +133,13 @@ def apply_masks(
     """
     centers = centers or {}
     notes = notes or {}
-    before_weights = {name: layer_weight(layers[name]).detach().clone() for name in ratios}
+    # ||W - W'||_F / ||W||_F from the removed entries, before the masks go on (no copies).
+    errors = {
+        name: _masked_error(layer_weight(layers[name]), masks[name], centers.get(name, 0.0))
+        if name in masks
+        else 0.0
+        for name in ratios
+    }
     flops_before = (
         layer_flops(model, example_inputs, layers) if example_inputs is not None else None
     )
@@ -158,7 +173,7 @@ def apply_masks(
                 "params_after": params - removed,
                 "flops_before": f_before,
                 "flops_after": f_after,
-                "rel_error": rel_error(before_weights[name], layer_weight(module)),
+                "rel_error": errors[name],
                 "note": notes.get(name, ""),
             }
         )
