@@ -45,6 +45,7 @@ REPORT_COLUMNS: tuple[str, ...] = (
     "params_after",
     "flops_before",
     "flops_after",
+    "rel_error",
     "note",
 )
 
