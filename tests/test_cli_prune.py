@@ -48,10 +48,14 @@ from tailwise.train.loop import evaluate
 
 Run = subprocess.CompletedProcess[str]
 WORKERS = 2
+# One intra-op / BLAS thread, here (fixture below) and in the subprocesses: results computed
+# in both compare bit for bit, and on a busy 2-core machine two threads per process spin-wait
+# (a low-rank factorization of the reference MLP took 4 s instead of 0.03 s).
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def run_cli(*args: str, cache: Path, pythonpath: Path | None = None) -> Run:
-    env = {**os.environ, "TAILWISE_CACHE_DIR": str(cache), "COLUMNS": "200"}
+    env = {**os.environ, "TAILWISE_CACHE_DIR": str(cache), "COLUMNS": "200", **ONE_THREAD}
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(pythonpath), env.get("PYTHONPATH", "")) if p
@@ -106,6 +110,16 @@ class Jobs:
 def uses_reference(args: Sequence[str]) -> bool:
     """Whether a command has no SOURCE (it needs the trained reference network)."""
     return len(args) < 2 or args[1].startswith("-")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
