@@ -47,7 +47,7 @@ from tailwise.tails import TAILS_COLUMNS, analyze_tails
 from tailwise.train.loop import evaluate
 
 Run = subprocess.CompletedProcess[str]
-WORKERS = 2
+WORKERS = 3
 # One intra-op / BLAS thread, here (fixture below) and in the subprocesses: results computed
 # in both compare bit for bit, and on a busy 2-core machine two threads per process spin-wait
 # (a low-rank factorization of the reference MLP took 4 s instead of 0.03 s).

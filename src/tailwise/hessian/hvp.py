@@ -13,6 +13,7 @@ Both cost a small constant times one gradient and O(number of parameters) memory
 from __future__ import annotations
 
 import enum
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -84,24 +85,70 @@ def hvp(
     True
     """
     method = HVPMethod(method)
+    if method is HVPMethod.FORWARD_OVER_REVERSE:
+        try:
+            return _forward_over_reverse(model, loss_fn, inputs, targets, vectors, params)
+        except (RuntimeError, NotImplementedError) as exc:
+            # Forward-mode AD lacks formulas for some ops, and torch 2.13 fails on mse_loss
+            # ("ZeroTensors are immutable"): the double-backward product is the same number.
+            key = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            if key not in _WARNED:
+                _WARNED.add(key)
+                warnings.warn(
+                    f"forward-over-reverse HVP failed ({key}); using double backward",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+    return _double_backward(model, loss_fn, inputs, targets, vectors, params)
+
+
+_WARNED: set[str] = set()
+
+
+def _checked(
+    model: nn.Module, vectors: Mapping[str, Tensor], params: Sequence[str] | None
+) -> dict[str, Tensor]:
     theta = named_parameters(model, params)
     missing = [name for name in theta if name not in vectors]
     if missing:
         raise ValueError(f"vectors lack entries for parameters {missing}")
+    return theta
+
+
+def _double_backward(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: Tensor | tuple[Any, ...],
+    targets: Tensor,
+    vectors: Mapping[str, Tensor],
+    params: Sequence[str] | None,
+) -> dict[str, Tensor]:
+    theta = _checked(model, vectors, params)
     args = _as_args(inputs)
-    if method is HVPMethod.DOUBLE_BACKWARD:
-        with torch.enable_grad():
-            loss = loss_fn(model(*args), targets)
-            names = list(theta)
-            first = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=True)
-            dot = torch.stack(
-                [(g * vectors[n].to(g)).sum() for g, n in zip(first, names, strict=True)]
-            ).sum()
-            second = torch.autograd.grad(dot, [theta[n] for n in names], allow_unused=True)
-        return {
-            n: (torch.zeros_like(theta[n]) if s is None else s.detach())
-            for n, s in zip(names, second, strict=True)
-        }
+    names = list(theta)
+    with torch.enable_grad():
+        loss = loss_fn(model(*args), targets)
+        first = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=True)
+        dot = torch.stack(
+            [(g * vectors[n].to(g)).sum() for g, n in zip(first, names, strict=True)]
+        ).sum()
+        second = torch.autograd.grad(dot, [theta[n] for n in names], allow_unused=True)
+    return {
+        n: (torch.zeros_like(theta[n]) if s is None else s.detach())
+        for n, s in zip(names, second, strict=True)
+    }
+
+
+def _forward_over_reverse(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: Tensor | tuple[Any, ...],
+    targets: Tensor,
+    vectors: Mapping[str, Tensor],
+    params: Sequence[str] | None,
+) -> dict[str, Tensor]:
+    theta = _checked(model, vectors, params)
+    args = _as_args(inputs)
     fixed = {
         **{name: b for name, b in model.named_buffers()},
         **{name: p.detach() for name, p in model.named_parameters() if name not in theta},
