@@ -41,6 +41,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/fit_vs_powerlaw.py
 	$(BIN)/python benchmarks/analyze_vs_weightwatcher.py
 	$(BIN)/python benchmarks/streaming_memory.py
+	$(BIN)/python benchmarks/prune_speedup.py
+	$(BIN)/python benchmarks/prune_large.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

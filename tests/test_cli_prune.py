@@ -47,7 +47,7 @@ from tailwise.tails import TAILS_COLUMNS, analyze_tails
 from tailwise.train.loop import evaluate
 
 Run = subprocess.CompletedProcess[str]
-WORKERS = 3
+WORKERS = 2
 # One intra-op / BLAS thread, here (fixture below) and in the subprocesses: results computed
 # in both compare bit for bit, and on a busy 2-core machine two threads per process spin-wait
 # (a low-rank factorization of the reference MLP took 4 s instead of 0.03 s).
@@ -138,21 +138,21 @@ def jobs(
         **error_commands(jobs.error_dir),
         **tails_commands(jobs.tails_dir),
     }
-    # Commands with a SOURCE first, while the reference network trains here.
-    for name, args in arch_commands(nets[0]).items():
-        jobs.start(name, args, pythonpath=nets[0])
-    for name, args in commands.items():
-        if not uses_reference(args):
-            jobs.start(name, args)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TAILWISE_CACHE_DIR", str(cache))
-        reference_checkpoint(progress=False)
-    for name, args in commands.items():
-        if uses_reference(args):
-            jobs.start(name, args)
-    for name, (after, args) in reprune_commands(jobs.reference_dir).items():
-        jobs.start(name, args, after=after)
     try:
+        # Commands with a SOURCE first, while the reference network trains here.
+        for name, args in arch_commands(nets[0]).items():
+            jobs.start(name, args, pythonpath=nets[0])
+        for name, args in commands.items():
+            if not uses_reference(args):
+                jobs.start(name, args)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TAILWISE_CACHE_DIR", str(cache))
+            reference_checkpoint(progress=False)
+        for name, args in commands.items():
+            if uses_reference(args):
+                jobs.start(name, args)
+        for name, (after, args) in reprune_commands(jobs.reference_dir).items():
+            jobs.start(name, args, after=after)
         yield jobs
     finally:
         jobs.pool.shutdown(wait=True, cancel_futures=True)
