@@ -211,7 +211,6 @@ CASES = {
     "global-magnitude": Case("global-magnitude", 0.7, report=".csv"),
     "lowrank": Case("lowrank", 0.5, "alpha:inverse", report=".json"),
     "node": Case("node", 0.3, "erk"),
-    "channel": Case("channel", 0.3, report=".csv"),
     "channel-alpha": Case("channel", 0.3, "alpha", report=".html"),
     "magnitude-lamp": Case("magnitude", 0.8, "lamp"),
 }
@@ -331,8 +330,8 @@ def test_channel_with_alpha_allocation_keeps_the_classes(jobs: Jobs, digits: tor
 def reprune_commands(folder: Path) -> dict[str, tuple[str, list[str]]]:
     """name -> (the job writing its SOURCE, command)."""
     return {
-        "channel-then-lowrank": ("channel", [
-            "prune", str(folder / "channel.safetensors"), "--method", "lowrank",
+        "channel-then-lowrank": ("channel-alpha", [
+            "prune", str(folder / "channel-alpha.safetensors"), "--method", "lowrank",
             "--ratio", "0.4", "--out", str(folder / "channel-lowrank.safetensors"),
         ]),
         "lowrank-then-magnitude": ("lowrank", [
@@ -346,7 +345,7 @@ def test_reprune_channel_then_lowrank(jobs: Jobs, digits: torch.Tensor) -> None:
     folder, run = jobs.reference_dir, jobs["channel-then-lowrank"]
     assert_ok(run)
     assert "digits test accuracy" not in run.stdout  # a file, not the reference network
-    first = load_pruned(folder / "channel.safetensors")
+    first = load_pruned(folder / "channel-alpha.safetensors")
     expected = prune_lowrank(first, 0.4, example_inputs=torch.zeros(1, 64))
     final = load_pruned(folder / "channel-lowrank.safetensors")
     assert torch.equal(final(digits), expected.model.eval()(digits))
@@ -356,7 +355,8 @@ def test_reprune_channel_then_lowrank(jobs: Jobs, digits: torch.Tensor) -> None:
     edits = json.loads(meta[EDITS_KEY])
     assert sorted(edits) == [f"layers.{i}" for i in range(4)]
     assert edits["layers.0"]["type"] == "Sequential"  # low-rank factors of a channel-pruned layer
-    assert edits["layers.0"]["children"][1][1]["out_features"] == 358
+    factors = edits["layers.0"]["children"]
+    assert factors[1][1]["out_features"] == first.layers[0].out_features < 512
     assert final.layers[3][1].out_features == 10
 
 
@@ -507,13 +507,13 @@ def test_unprunable_graph_names_the_layer_and_writes_nothing(
 
 # Errors found while loading or pruning: real subprocesses.
 ERRORS: dict[str, tuple[list[str], tuple[str, ...]]] = {
-    "ratio-one": (["--ratio", "1.0"], ("--ratio 1.0", "[0, 1)")),
     "metric": (["--allocate", "nosuchcolumn"], ("nosuchcolumn", "alpha")),
     "missing": (["{dir}/missing.safetensors"], ("{dir}/missing.safetensors",)),
     "corrupt": (["{dir}/corrupt.safetensors"], ("{dir}/corrupt.safetensors",)),
 }
 # Option checks done before any work: in-process, 3 s of imports saved each.
 OPTION_ERRORS: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    "ratio-one": (["--ratio", "1.0"], ("--ratio 1.0", "[0, 1)")),
     "ratio-negative": (["--ratio", "-0.1"], ("--ratio -0.1", "[0, 1)")),
     "method": (["--method", "prune-everything"], ("prune-everything", "magnitude")),
     "lamp-global": (["--method", "global-magnitude", "--allocate", "lamp"], ("global",)),

@@ -321,7 +321,7 @@ def tails(
         except (WeightsError, ValueError, OSError) as exc:
             raise UsageError(str(exc).splitlines()[0]) from exc
         if not quiet:
-            _print_rows(console, df, _TAILS_SHOWN, f"tailwise tails: {label}", "status")
+            _print_rows(console, df, _TAILS_SHOWN, f"tailwise tails: {label}", "reason")
         if out is not None:
             from tailwise._io import write_table
 
@@ -376,14 +376,16 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 def _load_for_pruning(
     source: str | None, model_spec: str | None, trust_pickle: bool, quiet: bool, errors: Console
-) -> tuple[Any, str, dict[str, Any] | None, dict[str, Any], bool]:
-    """(model, label, original architecture, edits already in the file, is the reference)."""
+) -> tuple[Any, str, dict[str, Any] | None, bool]:
+    """(model, label, original architecture, is the reference network)."""
     import json
 
-    from tailwise.prune.rebuild import ARCHITECTURE_KEY, load_pruned, read_metadata, stored_edits
+    from tailwise.prune.rebuild import ARCHITECTURE_KEY, load_pruned, read_metadata
 
     path, label = _resolve_source(source, quiet, errors)
     file = Path(path)
+    if not file.exists():
+        raise UsageError(f"no such file: {file}")
     if file.is_dir():
         raise UsageError(f"{file}: pruning needs one weights file, not a folder")
     factory = _import_factory(model_spec) if model_spec else None
@@ -400,7 +402,7 @@ def _load_for_pruning(
         )
     model = load_pruned(file, factory, trust_pickle=trust_pickle)
     architecture = json.loads(meta[ARCHITECTURE_KEY]) if ARCHITECTURE_KEY in meta else None
-    return model, label, architecture, stored_edits(file), source is None
+    return model, label, architecture, source is None
 
 
 def _exclude_outputs(net: Any, inputs: Any, exclude: str | None) -> str:
@@ -542,7 +544,7 @@ def _run_prune(
     from tailwise.weights import WeightsError
 
     try:
-        net, label, architecture, prior_edits, is_reference = _load_for_pruning(
+        net, label, architecture, is_reference = _load_for_pruning(
             source, model_spec, trust_pickle, quiet, errors
         )
         if input_shape is not None:
@@ -599,8 +601,6 @@ def _run_prune(
                 result = prune_channels(net, ratios, inputs, include=include, exclude=exclude)
     except (WeightsError, ValueError, OSError, TypeError) as exc:
         raise UsageError(str(exc).splitlines()[0]) from exc
-    result.architecture = architecture
-    result.edits = {**prior_edits, **result.edits}
     accuracy = None
     if is_reference:
         accuracy = (_digits_accuracy(net), _digits_accuracy(result.model))

@@ -165,6 +165,12 @@ def test_save_a_plain_module_with_explicit_edits(tmp_path: Path) -> None:
     )
     x = torch.randn(2, 8)
     assert torch.equal(outputs(load_pruned(path), x), outputs(result.model, x))
+    # The pruned model carries its rebuild information, so saving it alone is enough ...
+    carried = save_pruned(result.model, tmp_path / "carried.safetensors")
+    assert json.loads(read_metadata(carried)["tailwise_edits"]) == result.edits
+    assert torch.equal(outputs(load_pruned(carried), x), outputs(result.model, x))
+    # ... and without it the file has no edits and cannot be rebuilt.
+    del result.model.tailwise_rebuild
     bare = save_pruned(result.model, tmp_path / "bare.safetensors")
     assert json.loads(read_metadata(bare)["tailwise_edits"]) == {}
     with pytest.raises(ValueError, match="do not fit"):
@@ -261,3 +267,22 @@ def test_apply_edits_keeps_dtype_and_names_missing_modules() -> None:
     assert model[0][0].weight.dtype == torch.float64
     with pytest.raises(ValueError, match=r"nothing\.here"):
         apply_edits(model, {"nothing.here": spec})
+
+
+def test_pruning_history_survives_chained_pruning_and_reloading(tmp_path: Path) -> None:
+    # channel -> save -> load -> lowrank -> save -> load: the second file holds both edits.
+    torch.manual_seed(0)
+    model = SmallCNN(channels=(16, 32)).eval()
+    x = torch.randn(2, 1, 8, 8)
+    first = prune_channels(model, 0.5, x[:1])
+    path = save_pruned(first, tmp_path / "a.safetensors")
+    loaded = load_pruned(path)
+    second = prune_lowrank(loaded, {"features.1.conv": 0.5, "head": 0.5})
+    assert set(first.edits) <= set(second.edits) | {
+        name for name in first.edits if name.startswith(("features.1.conv", "head"))
+    }
+    assert second.architecture == model.architecture()
+    final = load_pruned(save_pruned(second.model, tmp_path / "b.safetensors"))
+    assert torch.equal(final(x), second.model.eval()(x))
+    assert isinstance(final.head, nn.Sequential)
+    assert final.features[0].conv.out_channels == 8

@@ -13,6 +13,7 @@ import math
 import numbers
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,11 +23,15 @@ from tailwise.weights import _compile
 
 __all__ = [
     "PRUNABLE_TYPES",
+    "REBUILD_ATTR",
+    "RebuildInfo",
     "check_ratio",
     "layer_weight",
+    "merge_edits",
     "model_architecture",
     "prepare",
     "prunable_layers",
+    "rebuild_info",
     "refresh_pruned",
     "resolve_ratios",
     "set_module",
@@ -177,13 +182,62 @@ def model_architecture(model: nn.Module) -> dict[str, Any] | None:
     """Constructor arguments of a tailwise model (``model.architecture()``), else ``None``.
 
     Taken *before* pruning: it describes the original architecture that
-    :func:`tailwise.prune.load_pruned` rebuilds and then edits.
+    :func:`tailwise.prune.load_pruned` rebuilds and then edits. A model whose structure its
+    class can no longer express (an already factorized or unevenly pruned one) has none.
     """
     method = getattr(model, "architecture", None)
     if not callable(method):
         return None
-    found = method()
+    try:
+        found = method()
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return None
     return dict(found) if isinstance(found, Mapping) else None
+
+
+REBUILD_ATTR = "tailwise_rebuild"
+"""Attribute under which a pruned or loaded model carries its :class:`RebuildInfo`."""
+
+
+@dataclass(frozen=True)
+class RebuildInfo:
+    """How to rebuild a model: the original architecture (``build_model`` arguments, or None
+    when unknown) and the module edits applied to it since, in order (name -> module spec)."""
+
+    architecture: dict[str, Any] | None
+    edits: dict[str, dict[str, Any]]
+
+
+def rebuild_info(model: nn.Module) -> RebuildInfo:
+    """The :class:`RebuildInfo` a model carries (set by pruning or ``load_pruned``), or one
+    made from ``model.architecture()`` with no edits.
+
+    >>> from tailwise.models import MLP
+    >>> rebuild_info(MLP(4, [3], 2)).architecture["class"], rebuild_info(MLP(4, [3], 2)).edits
+    ('MLP', {})
+    """
+    stored = getattr(model, REBUILD_ATTR, None)
+    if isinstance(stored, RebuildInfo):
+        return stored
+    return RebuildInfo(model_architecture(model), {})
+
+
+def merge_edits(
+    before: Mapping[str, dict[str, Any]], after: Mapping[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Edits ``before`` followed by ``after``: a later edit of a module replaces earlier edits
+    of it and of everything inside it (they describe modules that no longer exist).
+
+    >>> merge_edits({"a": {"x": 1}, "a.0": {"x": 2}, "b": {"x": 3}}, {"a": {"x": 4}})
+    {'b': {'x': 3}, 'a': {'x': 4}}
+    """
+    merged = {
+        name: spec
+        for name, spec in before.items()
+        if not any(name == new or name.startswith(new + ".") for new in after)
+    }
+    merged.update(after)
+    return merged
 
 
 def layer_weight(module: nn.Module) -> Tensor:

@@ -26,9 +26,9 @@ from torch import Tensor, nn
 
 from tailwise.prune.layers import (
     layer_weight,
-    model_architecture,
     prepare,
     prunable_layers,
+    rebuild_info,
     resolve_ratios,
     set_module,
 )
@@ -36,6 +36,7 @@ from tailwise.prune.rebuild import module_spec
 from tailwise.prune.report import (
     PruneResult,
     dense_flops,
+    finalize,
     layer_flops,
     layer_kind,
     make_report,
@@ -167,7 +168,7 @@ def prune_lowrank(
       (1): Linear(in_features=28, out_features=512, bias=True)
     )
     """
-    architecture = model_architecture(model)
+    history = rebuild_info(model)
     work = prepare(model, inplace)
     layers = prunable_layers(work, include=include, exclude=exclude)
     if not layers:
@@ -226,10 +227,5 @@ def prune_lowrank(
             before = dense_flops(layers[name])
             row["flops_before"] = before
             row["flops_after"] = before * (1.0 - row["achieved"])
-    return PruneResult(
-        model=work,
-        report=make_report(rows),
-        edits=edits,
-        method="lowrank",
-        architecture=architecture,
-    )
+    result = PruneResult(model=work, report=make_report(rows), edits=edits, method="lowrank")
+    return finalize(result, history)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from tailwise._io import atomic_path
-from tailwise.prune.layers import set_module
+from tailwise.prune.layers import REBUILD_ATTR, RebuildInfo, set_module
 from tailwise.prune.report import PruneResult
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "module_spec",
     "read_metadata",
     "save_pruned",
-    "stored_edits",
     "structure_specs",
 ]
 
@@ -213,6 +212,10 @@ def save_pruned(
         architecture = model.architecture if architecture is None else architecture
         header[PRUNE_KEY] = json.dumps({"method": model.method, **model.totals()})
         model = model.model
+    elif edits is None and architecture is None:
+        carried = getattr(model, REBUILD_ATTR, None)
+        if isinstance(carried, RebuildInfo):
+            edits, architecture = carried.edits, carried.architecture
     header[EDITS_KEY] = json.dumps(dict(edits or {}))
     if architecture is not None:
         header[ARCHITECTURE_KEY] = json.dumps(dict(architecture))
@@ -223,10 +226,23 @@ def save_pruned(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The string metadata of a ``.safetensors`` file (empty dict if it has none)."""
-    with safe_open(os.fspath(path), framework="pt") as handle:
-        found: dict[str, str] | None = handle.metadata()
+    """The string metadata of a ``.safetensors`` file (empty dict if it has none).
+
+    A file that is not valid safetensors raises ``ValueError`` naming it.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with safe_open(os.fspath(path), framework="pt") as handle:
+            found: dict[str, str] | None = handle.metadata()
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise ValueError(f"corrupt safetensors file {path}: {_first_line(exc)}") from None
     return dict(found or {})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def load_pruned(
@@ -266,9 +282,14 @@ def load_pruned(
         net = model()
         if not isinstance(net, nn.Module):
             raise TypeError(f"model factory returned {type(net).__name__}, not an nn.Module")
-    apply_edits(net, json.loads(meta.get(EDITS_KEY, "{}")))
+    edits = json.loads(meta.get(EDITS_KEY, "{}"))
+    architecture = json.loads(meta[ARCHITECTURE_KEY]) if ARCHITECTURE_KEY in meta else None
+    apply_edits(net, edits)
     if is_safetensors:
-        state: Mapping[str, torch.Tensor] = load_file(os.fspath(file))
+        try:
+            state: Mapping[str, torch.Tensor] = load_file(os.fspath(file))
+        except Exception as exc:  # SafetensorError on a truncated or corrupt file
+            raise ValueError(f"corrupt safetensors file {file}: {_first_line(exc)}") from None
     else:
         from tailwise.weights import _load_torch, _unwrap
 
@@ -284,12 +305,6 @@ def load_pruned(
         first = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])
         raise ValueError(f"{file}: weights do not fit the model: {detail[:400]}") from None
+    # Pruning the loaded model again keeps the history: save_pruned writes all edits.
+    setattr(net, REBUILD_ATTR, RebuildInfo(architecture, edits))
     return net.to("cpu" if device is None else device).eval()
-
-
-def stored_edits(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The module edits recorded in a ``.safetensors`` file (empty for other files)."""
-    if Path(path).suffix != ".safetensors":
-        return {}
-    found: dict[str, dict[str, Any]] = json.loads(read_metadata(path).get(EDITS_KEY, "{}"))
-    return found

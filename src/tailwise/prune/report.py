@@ -23,12 +23,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from tailwise.prune.layers import layer_weight
+from tailwise.prune.layers import REBUILD_ATTR, RebuildInfo, layer_weight, merge_edits
 
 __all__ = [
     "REPORT_COLUMNS",
     "PruneResult",
     "dense_flops",
+    "finalize",
     "layer_flops",
     "layer_kind",
     "make_report",
@@ -194,3 +195,14 @@ def make_report(rows: list[dict[str, Any]]) -> pd.DataFrame:
         df[col] = df[col].astype("float64")
     df["note"] = df["note"].fillna("").astype(str)
     return df
+
+
+def finalize(result: PruneResult, before: RebuildInfo) -> PruneResult:
+    """Attach the rebuild information: the original architecture and the edits made before
+    this pruning followed by its own; the pruned model carries them too, so pruning it again
+    (or saving it) keeps the whole history."""
+    edits = merge_edits(before.edits, result.edits)
+    result.edits = edits
+    result.architecture = before.architecture
+    setattr(result.model, REBUILD_ATTR, RebuildInfo(before.architecture, edits))
+    return result

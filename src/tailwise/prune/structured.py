@@ -24,14 +24,15 @@ from torch import Tensor, nn
 
 from tailwise.prune.layers import (
     layer_weight,
-    model_architecture,
     prepare,
     prunable_layers,
+    rebuild_info,
     resolve_ratios,
 )
 from tailwise.prune.rebuild import changed_modules, structure_specs
 from tailwise.prune.report import (
     PruneResult,
+    finalize,
     layer_flops,
     layer_kind,
     make_report,
@@ -79,7 +80,7 @@ def prune_nodes(
     >>> int((result.model.layers[0].weight.abs().sum(dim=0) == 0).sum())  # 4 of 8 columns
     4
     """
-    architecture = model_architecture(model)
+    history = rebuild_info(model)
     work = prepare(model, inplace)
     layers = prunable_layers(work, include=include, exclude=exclude)
     if not layers:
@@ -95,8 +96,7 @@ def prune_nodes(
     result = apply_masks(
         work, layers, masks, method="node", ratios=ratios, example_inputs=example_inputs
     )
-    result.architecture = architecture
-    return result
+    return finalize(result, history)
 
 
 def _flatten_tensors(value: Any) -> list[Tensor]:
@@ -180,7 +180,7 @@ def prune_channels(
     >>> result.model.features[0].conv.out_channels, result.model.head.in_features
     (16, 128)
     """
-    architecture = model_architecture(model)
+    history = rebuild_info(model)
     work = prepare(model, inplace)
     layers = prunable_layers(work)
     selected = prunable_layers(work, include=include, exclude=exclude)
@@ -230,7 +230,7 @@ def prune_channels(
                     f"the dependency graph of {type(model).__name__} could not be pruned"
                     + (f" at layer {culprit!r}" if culprit else "")
                     + f" ({type(exc).__name__}: {_first_line(exc)}); exclude that layer "
-                    "with exclude= or ignored="
+                    "(exclude= or ignored=; --exclude on the command line)"
                 ) from exc
         new_shapes = [t.shape for t in _outputs(work, example_inputs)]
         if new_shapes != out_shapes:
@@ -272,13 +272,8 @@ def prune_channels(
                 "note": note,
             }
         )
-    return PruneResult(
-        model=work,
-        report=make_report(rows),
-        edits=edits,
-        method="channel",
-        architecture=architecture,
-    )
+    result = PruneResult(model=work, report=make_report(rows), edits=edits, method="channel")
+    return finalize(result, history)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -24,15 +24,16 @@ from torch.nn.utils import prune as torch_prune
 from tailwise.prune.layers import (
     check_ratio,
     layer_weight,
-    model_architecture,
     prepare,
     prunable_layers,
+    rebuild_info,
     refresh_pruned,
     resolve_ratios,
 )
 from tailwise.prune.report import (
     PruneResult,
     dense_flops,
+    finalize,
     layer_flops,
     layer_kind,
     make_report,
@@ -209,7 +210,7 @@ def prune_magnitude(
     """
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
-    architecture = model_architecture(model)
+    history = rebuild_info(model)
     work = prepare(model, inplace)
     layers = prunable_layers(work, include=include, exclude=exclude)
     if not layers:
@@ -250,8 +251,7 @@ def prune_magnitude(
         example_inputs=example_inputs,
         notes=notes,
     )
-    result.architecture = architecture
-    return result
+    return finalize(result, history)
 
 
 def _global_masks(

@@ -1,0 +1,419 @@
+"""Extreme eigenvalues of the loss Hessian from Hessian-vector products (source 004 §3.9).
+
+One entry point, :func:`top_eigenvalues`, with three methods on a :class:`HessianOperator`:
+
+- ``"lanczos"`` (default): implicitly restarted Lanczos, ``scipy.sparse.linalg.eigsh`` (ARPACK)
+  on :meth:`HessianOperator.to_scipy`, float64 Lanczos vectors, one product per step. Any of
+  ``which="LA"`` (largest algebraic), ``"SA"`` (smallest algebraic) or ``"LM"`` (largest
+  magnitude). The fewest products for a given accuracy.
+- ``"power"``: simultaneous (block) power iteration, source 004 Algorithm 1: Q random (n, k)
+  orthonormalized by QR, then Z = H Q (one block product, one pass over the data) and
+  Q, R = QR(Z) until sum (Q - Q_prev)^2 < tol (004 uses 1e-3).
+- ``"deflation"``: power iteration one eigenpair at a time, orthogonalized against the pairs
+  already found, stopped when the eigenvalue estimate changes by less than ``tol`` relative:
+  what PyHessian's ``eigenvalues`` does (Yao et al. 2020), for comparison with it.
+
+Power iteration converges to the eigenvalues of largest *magnitude* (rate |lambda_{k+1}| /
+|lambda_k|), so ``"power"`` and ``"deflation"`` only support ``which="LM"``; at a minimum of the
+loss the top of the spectrum is positive and LM and LA agree.
+
+>>> import torch
+>>> from torch import nn
+>>> _ = torch.manual_seed(0)
+>>> model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double()
+>>> data = (torch.randn(20, 4, dtype=torch.float64), torch.randint(0, 2, (20,)))
+>>> result = top_eigenvalues(model, nn.functional.cross_entropy, data, k=2)
+>>> result.eigenvalues.shape, tuple(result.eigenvectors.shape), result.converged
+((2,), (23, 2), True)
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+from torch import Tensor, nn
+
+from tailwise.hessian.hvp import HVPMethod
+from tailwise.hessian.operator import Data, HessianOperator, LossFn
+
+__all__ = ["EigenMethod", "EigenResult", "Which", "top_eigenvalues"]
+
+
+class EigenMethod(str, enum.Enum):
+    """The algorithm of :func:`top_eigenvalues`."""
+
+    LANCZOS = "lanczos"
+    POWER = "power"
+    DEFLATION = "deflation"
+
+
+class Which(str, enum.Enum):
+    """Which end of the spectrum :func:`top_eigenvalues` returns (ARPACK's names)."""
+
+    LARGEST_ALGEBRAIC = "LA"
+    SMALLEST_ALGEBRAIC = "SA"
+    LARGEST_MAGNITUDE = "LM"
+
+
+#: Default ``tol`` per method: ARPACK's relative residual, 004's subspace change, PyHessian's
+#: relative eigenvalue change.
+DEFAULT_TOL: dict[EigenMethod, float] = {
+    EigenMethod.LANCZOS: 1e-6,
+    EigenMethod.POWER: 1e-3,
+    EigenMethod.DEFLATION: 1e-3,
+}
+#: Default ``max_iter`` per method: ARPACK restarts, block iterations, iterations per eigenpair
+#: (PyHessian's ``maxIter``).
+DEFAULT_MAX_ITER: dict[EigenMethod, int] = {
+    EigenMethod.LANCZOS: 1000,
+    EigenMethod.POWER: 1000,
+    EigenMethod.DEFLATION: 100,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class EigenResult:
+    """Eigenpairs of a Hessian found by :func:`top_eigenvalues`.
+
+    Attributes:
+        eigenvalues: shape (k,), float64. Order: descending by value for ``which="LA"``,
+            ascending by value for ``"SA"`` (the most negative first), descending by magnitude
+            for ``"LM"`` (and so for ``"power"`` and ``"deflation"``). NaN where Lanczos did not
+            converge (see ``converged``).
+        eigenvectors: shape (n, k), float64, unit columns, on the operator's device, in the
+            order of ``eigenvalues``; column j is the flat vector of
+            :meth:`HessianOperator.unflatten`.
+        num_matvecs: Hessian-vector products over the full data spent (a block of k counts k).
+        iterations: Lanczos: products (ARPACK does not report its restarts); power: block
+            iterations; deflation: power steps summed over the eigenpairs.
+        converged: whether the stopping rule was met (for every eigenpair) within ``max_iter``.
+        method: ``"lanczos"``, ``"power"`` or ``"deflation"``.
+    """
+
+    eigenvalues: NDArray[np.float64]
+    eigenvectors: Tensor
+    num_matvecs: int
+    iterations: int
+    converged: bool
+    method: str
+
+
+def _enum_value(where: str, name: str, kind: type[enum.Enum], value: object) -> enum.Enum:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = [member.value for member in kind]
+        raise ValueError(f"{where}: {name} must be one of {allowed}, got {value!r}") from None
+
+
+def _build_operator(
+    model: nn.Module | HessianOperator,
+    loss_fn: LossFn | None,
+    data: Data | None,
+    params: Sequence[str] | None,
+    hvp_method: HVPMethod | str | None,
+) -> HessianOperator:
+    if isinstance(model, HessianOperator):
+        given = [
+            name
+            for name, value in (
+                ("loss_fn", loss_fn),
+                ("data", data),
+                ("params", params),
+                ("hvp_method", hvp_method),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"top_eigenvalues: {', '.join(given)} must not be given with a HessianOperator "
+                "(it has its own); pass them to HessianOperator instead"
+            )
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            "top_eigenvalues: model must be an nn.Module or a HessianOperator, got "
+            f"{type(model).__name__}"
+        )
+    if loss_fn is None or data is None:
+        raise ValueError("top_eigenvalues: a model needs loss_fn and data")
+    return HessianOperator(
+        model,
+        loss_fn,
+        data,
+        params=params,
+        method=HVPMethod.FORWARD_OVER_REVERSE if hvp_method is None else hvp_method,
+    )
+
+
+def _check_int(where: str, name: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{where}: {name} must be an int, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{where}: {name} must be {bounds}, got {value!r}")
+    return int(value)
+
+
+def top_eigenvalues(
+    model: nn.Module | HessianOperator,
+    loss_fn: LossFn | None = None,
+    data: Data | None = None,
+    k: int = 1,
+    *,
+    method: EigenMethod | str = EigenMethod.LANCZOS,
+    which: Which | str | None = None,
+    params: Sequence[str] | None = None,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    seed: int = 0,
+    hvp_method: HVPMethod | str | None = None,
+) -> EigenResult:
+    """The k extreme eigenvalues and eigenvectors of the Hessian of the full-data loss.
+
+    Either ``top_eigenvalues(model, loss_fn, data, k, ...)``, which builds a
+    :class:`HessianOperator` (with ``params`` and ``hvp_method``, and its determinism check:
+    call ``model.eval()`` first), or ``top_eigenvalues(operator, k=k, ...)`` on a prebuilt one
+    (then ``loss_fn``, ``data``, ``params`` and ``hvp_method`` must be left out).
+
+    Args:
+        model: an ``nn.Module`` or a :class:`HessianOperator`.
+        loss_fn, data, params, hvp_method: as for :class:`HessianOperator` (``hvp_method`` is
+            its ``method``).
+        k: number of eigenpairs, 1 <= k < n for ``"lanczos"`` (ARPACK), k <= n otherwise.
+        method: ``"lanczos"`` (default), ``"power"`` (004 Algorithm 1) or ``"deflation"``
+            (PyHessian).
+        which: ``"LA"``, ``"SA"`` or ``"LM"`` (see :class:`Which`); default ``"LA"`` for
+            Lanczos and ``"LM"``, the only choice, for the power methods.
+        tol: stopping tolerance; default :data:`DEFAULT_TOL`. Lanczos: ARPACK's relative
+            residual, ||H v - lambda v|| <= tol |lambda| (the eigenvalue error is then
+            usually of order tol^2 |lambda|, plus the float rounding of the products). Power:
+            004's rule sum_ij (Q - Q_prev)_ij^2 < tol (column signs aligned first). Deflation:
+            |lambda_t - lambda_{t-1}| < tol (|lambda_{t-1}| + 1e-6) per eigenpair.
+        max_iter: default :data:`DEFAULT_MAX_ITER`. Lanczos: ARPACK restarts; power: block
+            iterations; deflation: iterations per eigenpair.
+        seed: seeds the start vector(s), drawn on the CPU in float64: a seed gives the same
+            result on every run.
+
+    Returns:
+        :class:`EigenResult`, eigenvalues ordered as ``which`` says. ``converged=False`` (with
+        a ``RuntimeWarning``) when ``max_iter`` ran out; power and deflation then return their
+        last estimates, Lanczos NaN for the pairs that had not converged.
+
+    Accuracy: the products are computed in the model's dtype and summed in float64; with a
+    float32 model the eigenvalues carry the products' rounding (about 1e-6 relative to the
+    largest on the digits MLP). Use a float64 model (``model.double()`` and float64 data) for
+    reference values.
+    """
+    where = "top_eigenvalues"
+    method = EigenMethod(_enum_value(where, "method", EigenMethod, method))
+    if which is None:
+        which = (
+            Which.LARGEST_ALGEBRAIC if method is EigenMethod.LANCZOS else Which.LARGEST_MAGNITUDE
+        )
+    which = Which(_enum_value(where, "which", Which, which))
+    if method is not EigenMethod.LANCZOS and which is not Which.LARGEST_MAGNITUDE:
+        raise ValueError(
+            f"top_eigenvalues: method={method.value!r} converges to the eigenvalues of largest "
+            f"magnitude, so which must be 'LM', got {which.value!r}; use method='lanczos' for "
+            "'LA' or 'SA'"
+        )
+    seed = _check_int(where, "seed", seed, 0)
+    tol = DEFAULT_TOL[method] if tol is None else tol
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+        raise ValueError(f"{where}: tol must be a number > 0, got {tol!r}")
+    max_iter = _check_int(
+        where, "max_iter", DEFAULT_MAX_ITER[method] if max_iter is None else max_iter, 1
+    )
+    operator = _build_operator(model, loss_fn, data, params, hvp_method)
+    n = operator.num_params
+    high = n - 1 if method is EigenMethod.LANCZOS else n
+    if high < 1:
+        raise ValueError(f"{where}: method='lanczos' needs at least 2 parameters, got n={n}")
+    k = _check_int(where, "k", k, 1, high)
+    start = operator.num_matvecs
+    if method is EigenMethod.LANCZOS:
+        values, vectors, iterations, converged = _lanczos(operator, k, which, tol, max_iter, seed)
+    elif method is EigenMethod.POWER:
+        values, vectors, iterations, converged = _simultaneous_power(
+            operator, k, tol, max_iter, seed
+        )
+    else:
+        values, vectors, iterations, converged = _deflated_power(operator, k, tol, max_iter, seed)
+    if not converged:
+        warnings.warn(
+            f"top_eigenvalues: method={method.value!r} did not converge to tol={tol} within "
+            f"max_iter={max_iter}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    order = _order(values, which)
+    eigenvalues = np.ascontiguousarray(values[order], dtype=np.float64)
+    eigenvalues.setflags(write=False)
+    return EigenResult(
+        eigenvalues=eigenvalues,
+        eigenvectors=vectors[:, torch.from_numpy(order).to(vectors.device)],
+        num_matvecs=operator.num_matvecs - start,
+        iterations=iterations,
+        converged=converged,
+        method=method.value,
+    )
+
+
+def _order(values: NDArray[np.float64], which: Which) -> NDArray[np.int64]:
+    """Indices putting ``values`` in the order of :class:`EigenResult` (NaN last)."""
+    if which is Which.LARGEST_ALGEBRAIC:
+        key = -values
+    elif which is Which.SMALLEST_ALGEBRAIC:
+        key = values
+    else:
+        key = -np.abs(values)
+    order: NDArray[np.int64] = np.argsort(key, kind="stable")
+    return order
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    # Apple's MPS has no float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _start_block(operator: HessianOperator, k: int, seed: int) -> Tensor:
+    """(n, k) standard normal, drawn on the CPU in float64 (the same on every device)."""
+    generator = torch.Generator().manual_seed(seed)
+    block = torch.randn((operator.num_params, k), generator=generator, dtype=torch.float64)
+    return block.to(device=operator.device, dtype=_work_dtype(operator.device))
+
+
+def _lanczos(
+    operator: HessianOperator, k: int, which: Which, tol: float, max_iter: int, seed: int
+) -> tuple[NDArray[np.float64], Tensor, int, bool]:
+    """ARPACK's implicitly restarted Lanczos on the float64 SciPy view of H."""
+    start = operator.num_matvecs
+    v0 = _start_block(operator, 1, seed)[:, 0].cpu().to(torch.float64).numpy()
+    try:
+        values, vectors = eigsh(
+            operator.to_scipy(), k=k, which=which.value, tol=tol, maxiter=max_iter, v0=v0
+        )
+        converged = True
+    except ArpackNoConvergence as exc:
+        # Keep the pairs that did converge; the rest are NaN so that the shapes stay (k,).
+        found = np.asarray(exc.eigenvalues, dtype=np.float64)
+        values = np.full(k, np.nan)
+        values[: found.size] = found
+        vectors = np.full((operator.num_params, k), np.nan)
+        vectors[:, : found.size] = exc.eigenvectors
+        converged = False
+    eigenvectors = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float64))
+    device = operator.device
+    eigenvectors = eigenvectors.to(device=device, dtype=_work_dtype(device))
+    iterations = operator.num_matvecs - start
+    return np.asarray(values, dtype=np.float64), eigenvectors, iterations, converged
+
+
+def _orthonormal_columns(block: Tensor) -> Tensor:
+    """Q of the reduced QR of ``block`` (n, k)."""
+    q, _ = torch.linalg.qr(block)
+    return q
+
+
+def _rayleigh_ritz(basis: Tensor, products: Tensor) -> tuple[NDArray[np.float64], Tensor]:
+    """Ritz pairs of H on span(basis) from ``products`` = H basis, without new products.
+
+    T = Q^T H Q (k, k) has the Rayleigh quotients q_j^T H q_j on its diagonal; its
+    eigendecomposition T = U diag(theta) U^T gives Ritz values theta and vectors Q U, the best
+    approximations from the subspace, also when the columns of Q mix close eigenvalues.
+    """
+    projected = basis.T @ products
+    projected = (projected + projected.T) / 2
+    values, rotation = torch.linalg.eigh(projected)
+    return values.cpu().to(torch.float64).numpy(), basis @ rotation
+
+
+def _simultaneous_power(
+    operator: HessianOperator, k: int, tol: float, max_iter: int, seed: int
+) -> tuple[NDArray[np.float64], Tensor, int, bool]:
+    """Source 004 Algorithm 1 with a sign-aligned stopping rule and a Rayleigh-Ritz read-out.
+
+    QR fixes each column of Q only up to sign, and a negative eigenvalue flips its column at
+    every step, so each new column is multiplied by the sign of its inner product with the
+    previous one before sum (Q - Q_prev)^2 is taken. 004 reads the eigenvalues off diag(R),
+    whose signs are arbitrary (REFERENCES §6); here they are the Ritz values of the last
+    product Z = H Q_prev (:func:`_rayleigh_ritz`), which costs no further products.
+    """
+    basis = _orthonormal_columns(_start_block(operator, k, seed))
+    converged = False
+    iterations = 0
+    products = basis
+    while iterations < max_iter:
+        iterations += 1
+        products = operator.matmat(basis)
+        new_basis = _orthonormal_columns(products)
+        signs = torch.sign((new_basis * basis).sum(dim=0))
+        new_basis = new_basis * torch.where(signs == 0, torch.ones_like(signs), signs)
+        change = float(((new_basis - basis) ** 2).sum())
+        if change < tol:
+            converged = True
+            break
+        if iterations < max_iter:  # keep (basis, products = H basis) paired for the read-out
+            basis = new_basis
+    values, vectors = _rayleigh_ritz(basis, products)
+    return values, vectors, iterations, converged
+
+
+def _orthogonalize(vector: Tensor, found: list[Tensor]) -> Tensor:
+    """``vector`` minus its projection on the (orthonormal) found vectors, twice (stability)."""
+    if not found:
+        return vector
+    basis = torch.stack(found, dim=1)
+    for _ in range(2):
+        vector = vector - basis @ (basis.T @ vector)
+    return vector
+
+
+def _deflated_power(
+    operator: HessianOperator, k: int, tol: float, max_iter: int, seed: int
+) -> tuple[NDArray[np.float64], Tensor, int, bool]:
+    """PyHessian's ``eigenvalues``: power iteration per eigenpair, deflated by projection.
+
+    For pair i: v random unit, orthogonal to the pairs found; repeat lambda = v^T H v,
+    v <- H v orthogonalized and normalized, until |lambda_t - lambda_{t-1}| <
+    tol (|lambda_{t-1}| + 1e-6). The pair returned is (lambda_t, v_t), the vector whose
+    Rayleigh quotient lambda_t is.
+    """
+    starts = _start_block(operator, k, seed)
+    found: list[Tensor] = []
+    values: list[float] = []
+    total = 0
+    all_converged = True
+    for index in range(k):
+        vector = _orthogonalize(starts[:, index], found)
+        vector = vector / vector.norm()
+        previous: float | None = None
+        value = math.nan
+        converged = False
+        for _ in range(max_iter):
+            product = operator.matvec(vector)
+            value = float(vector @ product)
+            total += 1
+            if previous is not None and abs(value - previous) < tol * (abs(previous) + 1e-6):
+                converged = True
+                break
+            previous = value
+            following = _orthogonalize(product, found)
+            norm = following.norm()
+            if not norm > 0:  # H is zero on the rest of the space: v is an eigenvector of 0
+                converged = True
+                break
+            vector = following / norm
+        all_converged = all_converged and converged
+        found.append(vector)
+        values.append(value)
+    return np.asarray(values, dtype=np.float64), torch.stack(found, dim=1), total, all_converged
