@@ -109,7 +109,7 @@ def test_regression_is_seeded() -> None:
 
 def test_regression_loaders_split_80_20() -> None:
     train, test = regression_loaders(100, 8, batch_size=16, seed=0)
-    assert len(train.dataset) == 80 and len(test.dataset) == 20
+    assert len(train) == 5 and len(test) == 2  # batches of 16 over 80 and 20 samples
     x, y = next(iter(train))
     assert x.shape == (16, 8) and y.shape == (16, 1)
     X, Y = regression_dataset(100, 8, seed=0)

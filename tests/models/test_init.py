@@ -47,8 +47,10 @@ def test_uniform_weights_fill_zero_to_c_with_uniform_statistics() -> None:
 
 def test_uniform_touches_linear_and_conv_layers_only() -> None:
     model = init_uniform(_network(), 0.03, seed=1)
-    conv, norm, _, first, _, last = model
+    conv, norm, first, last = model[0], model[1], model[3], model[5]
+    assert isinstance(norm, nn.BatchNorm2d)
     for layer in (conv, first, last):
+        assert isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.bias is not None
         weight = layer.weight.detach()
         assert float(weight.min()) >= 0 and float(weight.max()) <= 0.03
         assert not layer.bias.detach().any()
@@ -127,7 +129,9 @@ def test_table_4_2_regime_values() -> None:
 
 def test_regime_apply_is_uniform_except_for_cifar10() -> None:
     xor = REGIMES["large"].apply(MLP(2, [64], 2, activation="tanh"), "xor", "tanh", seed=0)
-    weight = xor.layers[0].weight.detach()
+    layer = xor.layers[0]
+    assert isinstance(layer, nn.Linear)
+    weight = layer.weight.detach()
     assert float(weight.min()) >= 0 and float(weight.max()) <= 2.3
     cifar = REGIMES["large"].apply(nn.Linear(300, 100), "cifar10", "relu", seed=0)
     assert float(cifar.weight.detach().min()) < 0

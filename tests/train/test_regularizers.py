@@ -166,13 +166,14 @@ def _bits(tensor: Tensor) -> Tensor:
 
 def test_selective_l2_coupled_changes_only_selected_gradients_to_the_bit() -> None:
     model, loss_fn, x, y = _mlp_case()
-    loss_fn(model(x), y).backward()
-    weight = model.layers[0].weight
-    assert weight.grad is not None
-    weight.grad[0, 0] = -0.0  # a negative zero would turn into +0.0 under `grad + 0`
-    before = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     lam, omega = 0.2, 0.3
     _, masks = _selective_by_hand(_params(model), _dense_theta_h(model, loss_fn, x, y), lam, omega)
+    loss_fn(model(x), y).backward()
+    gradient = dict(model.named_parameters())["layers.0.weight"].grad
+    assert gradient is not None and (~masks["layers.0.weight"]).any()
+    # A negative zero would turn into +0.0 under `grad + 0`: unselected entries must keep it.
+    gradient[~masks["layers.0.weight"]] = -0.0
+    before = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     SelectiveL2(lam, omega, decoupled=False).apply(model, loss_fn, x, y, 0)
     for name, p in model.named_parameters():
         assert p.grad is not None
@@ -382,7 +383,7 @@ def test_state_dict_round_trip_and_stats() -> None:
         (lambda: L2(-1.0), "lam must be a finite number >= 0"),
         (lambda: Metric(float("nan")), "lam must be"),
         (lambda: SelectiveL2(0.1, -0.5), "omega must be"),
-        (lambda: L2Stopped(0.1, 2.5), "tau must be an int"),
+        (lambda: L2Stopped(0.1, 2.5), "tau must be an int"),  # type: ignore[arg-type]
         (lambda: L2StoppedSelective(0.1, -1, 0.1), "tau must be an int"),
         (lambda: Metric(0.1, hvp_method="finite-differences"), "finite-differences"),
     ],

@@ -346,7 +346,8 @@ def hutchinson_trace(
         distribution: ``"rademacher"`` (entries ±1; never worse, and exact on a diagonal A)
             or ``"gaussian"``.
         block_size: probes per ``matmat`` call (for a Hessian operator, one data pass each);
-            larger is faster and takes more memory.
+            larger is faster and takes more memory. The probes, and so the result, do not
+            depend on it.
 
     Returns:
         A :class:`TraceEstimate` with the m quadratic forms as ``samples`` and the standard

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,7 @@ __all__ = [
     "init_uniform",
 ]
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 Experiment = Literal["xor", "xord", "mnist", "synthetic", "cifar10"]
 Activation = Literal["tanh", "relu"]
 
@@ -87,12 +88,12 @@ def _init_bias(bias: Tensor | None, mode: BiasInit, draw: Callable[[torch.Size],
 
 
 def init_uniform(
-    model: nn.Module,
+    model: ModuleT,
     c: float,
     *,
     bias: BiasInit | str = BiasInit.ZEROS,
     seed: int | None = None,
-) -> nn.Module:
+) -> ModuleT:
     """Set every Linear / conv weight to i.i.d. Uniform[0, c] draws (source 004 §4.4).
 
     ``c`` > 0 is the maximum of the uniform distribution: 004 Table 4.2 gives e.g. c = 0.03
@@ -137,12 +138,12 @@ def glorot_std(weight: Tensor, scale: float = 1.0) -> float:
 
 
 def init_glorot_normal(
-    model: nn.Module,
+    model: ModuleT,
     scale: float = 1.0,
     *,
     bias: BiasInit | str = BiasInit.ZEROS,
     seed: int | None = None,
-) -> nn.Module:
+) -> ModuleT:
     """Set every Linear / conv weight to N(0, scale * 2 / (fan_in + fan_out)) (004 §4.4).
 
     Variance scaling with a Glorot normal distribution, the CIFAR-10 initialisation of 004:
@@ -204,13 +205,13 @@ class InitRegime:
 
     def apply(
         self,
-        model: nn.Module,
+        model: ModuleT,
         experiment: Experiment | str,
         activation: Activation | str,
         *,
         bias: BiasInit | str = BiasInit.ZEROS,
         seed: int | None = None,
-    ) -> nn.Module:
+    ) -> ModuleT:
         """Initialise ``model`` as 004 did for ``experiment``: uniform, or Glorot for CIFAR-10.
 
         >>> model = REGIMES["large"].apply(nn.Linear(2, 8), "xor", "tanh", seed=0)

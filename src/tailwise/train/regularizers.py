@@ -193,7 +193,8 @@ class Regularizer(abc.ABC):
 
     def _record(self, terms: Mapping[str, Tensor], parameters: Mapping[str, Tensor]) -> None:
         total = sum(p.numel() for p in parameters.values())
-        selected = sum(int(torch.count_nonzero(term)) for term in terms.values())
+        counts = [torch.count_nonzero(term) for term in terms.values()]
+        selected = int(torch.stack(counts).sum()) if counts else 0  # one device sync
         fraction = selected / total if total else 0.0
         self._steps += 1
         self._last_fraction = fraction
