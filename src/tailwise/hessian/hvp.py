@@ -73,8 +73,9 @@ def hvp(
     ``vectors``: one tensor per parameter of :func:`named_parameters` ``(model, params)``, of
     the same shapes; parameters outside ``params`` are held fixed (so the result is the
     ``params`` block of the Hessian times v). Returns H v with the same keys and shapes,
-    detached. Buffers (BatchNorm statistics) are used as they are; the model's train/eval
-    mode is the caller's choice.
+    detached. Buffers (BatchNorm statistics) are used as they are and left unchanged (a
+    train-mode BatchNorm's running statistics are restored); the model's train/eval mode is
+    the caller's choice.
 
     >>> _ = torch.manual_seed(0)
     >>> model = nn.Linear(3, 1, bias=False)
@@ -85,6 +86,27 @@ def hvp(
     True
     """
     method = HVPMethod(method)
+    # A product must not change the model: train-mode BatchNorm would update its running
+    # statistics in the forward pass, so they are restored afterwards.
+    buffers = [b for b in model.buffers() if b.is_floating_point() or b.dtype == torch.long]
+    saved = [b.detach().clone() for b in buffers]
+    try:
+        return _product(model, loss_fn, inputs, targets, vectors, params, method)
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved, strict=True):
+                buffer.copy_(value)
+
+
+def _product(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: Tensor | tuple[Any, ...],
+    targets: Tensor,
+    vectors: Mapping[str, Tensor],
+    params: Sequence[str] | None,
+    method: HVPMethod,
+) -> dict[str, Tensor]:
     if method is HVPMethod.FORWARD_OVER_REVERSE:
         try:
             return _forward_over_reverse(model, loss_fn, inputs, targets, vectors, params)
@@ -97,7 +119,7 @@ def hvp(
                 warnings.warn(
                     f"forward-over-reverse HVP failed ({key}); using double backward",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
     return _double_backward(model, loss_fn, inputs, targets, vectors, params)
 
