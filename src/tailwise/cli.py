@@ -1,4 +1,4 @@
-"""Command-line front end: ``tailwise analyze``, ``tailwise tails``, ``tailwise prune``.
+"""Command-line front end: ``tailwise analyze``, ``tails``, ``prune`` and ``hessian``.
 
 Thin layer: parse options, call the library, print a rich table, write files atomically.
 Expected failures (missing file, corrupt checkpoint, refused pickle, bad option) print one
@@ -654,6 +654,221 @@ def _finish_prune(
             write_table(result.report, report)
         if not quiet:
             console.print(f"wrote {report}")
+
+
+_DATASETS = ("digits", "mnist1d")
+
+
+def _hessian_batches(
+    model: Any, architecture: dict[str, Any] | None, data: str, samples: int, batch_size: int
+) -> list[tuple[Any, Any]]:
+    """The first ``samples`` training examples of ``data``, shaped for ``model``, in batches."""
+    import torch
+
+    from tailwise.data import load_digits_dataset, load_mnist1d
+
+    if data == "digits":
+        images = architecture is not None and architecture.get("class") != "MLP"
+        x, y = load_digits_dataset(split="train", flatten=not images).tensors
+    else:
+        x, y = load_mnist1d(split="train").tensors
+    if samples > len(y):
+        raise UsageError(f"--samples {samples}: {data} has {len(y)} training examples")
+    x, y = x[:samples], y[:samples]
+    try:
+        with torch.no_grad():
+            model(x[:2])
+    except Exception as exc:
+        raise UsageError(
+            f"the model does not accept {data} inputs of shape {tuple(x.shape[1:])}: "
+            f"{str(exc).splitlines()[0][:160]}"
+        ) from None
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, samples, batch_size)]
+
+
+@app.command()
+def hessian(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="A .safetensors file written by tailwise (it records its architecture), or "
+            "any weights file with --model. Default: tailwise's reference network."
+        ),
+    ] = None,
+    data: Annotated[str, typer.Option(help="Data the loss is taken over: digits | mnist1d")] = (
+        "digits"
+    ),
+    samples: Annotated[int, typer.Option(help="Number of training examples used")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Examples per Hessian-vector pass")] = 256,
+    top_k: Annotated[int, typer.Option("--top-k", help="Number of top eigenvalues")] = 5,
+    method: Annotated[str, typer.Option(help="lanczos | power | deflation")] = "lanczos",
+    trace: Annotated[bool, typer.Option("--trace", help="Estimate the trace (Hutch++)")] = False,
+    density: Annotated[
+        Path | None,
+        typer.Option(help="Write the spectral density (SLQ) plot: .png or .svg"),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the results (.json)")] = (
+        None
+    ),
+    params: Annotated[
+        str | None, typer.Option(help="Only parameters whose name matches this regex")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random start and probe vectors")] = 0,
+    model: Annotated[
+        str | None,
+        typer.Option(help="package.module:callable building the architecture of SOURCE"),
+    ] = None,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option("--trust-pickle", help="Allow unpickling arbitrary objects (trusted files)"),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing")] = False,
+) -> None:
+    """Top eigenvalues, trace and spectral density of the loss Hessian (cross-entropy)."""
+    console = _console()
+    errors = Console(stderr=True, soft_wrap=True)
+    try:
+        if data not in _DATASETS:
+            raise UsageError(f"--data {data!r}: choose one of {', '.join(_DATASETS)}")
+        if top_k < 1:
+            raise UsageError(f"--top-k {top_k}: must be >= 1")
+        if samples < 1 or batch_size < 1:
+            raise UsageError("--samples and --batch-size must be >= 1")
+        _check_output(out, (".json",), "--out")
+        _check_output(density, (".png", ".svg"), "--density")
+        results = _run_hessian(
+            source,
+            model,
+            trust_pickle,
+            quiet,
+            errors,
+            data,
+            samples,
+            batch_size,
+            top_k,
+            method,
+            trace,
+            density is not None,
+            params,
+            seed,
+        )
+        if not quiet:
+            _print_hessian(console, results)
+        if density is not None:
+            from tailwise._io import atomic_path
+            from tailwise.hessian import plot_density
+
+            figure = plot_density(
+                results.pop("_density"), title=f"Hessian spectral density ({data})"
+            )
+            with atomic_path(density) as tmp:
+                figure.savefig(tmp, format=density.suffix.lstrip(".").lower(), dpi=100)
+            if not quiet:
+                console.print(f"wrote {density}")
+        results.pop("_density", None)
+        if out is not None:
+            import json
+
+            from tailwise._io import atomic_open
+
+            with atomic_open(out, "w") as handle:
+                json.dump(results, handle, indent=2)
+            if not quiet:
+                console.print(f"wrote {out}")
+    except UsageError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+
+
+def _run_hessian(
+    source: str | None,
+    model_spec: str | None,
+    trust_pickle: bool,
+    quiet: bool,
+    errors: Console,
+    data: str,
+    samples: int,
+    batch_size: int,
+    top_k: int,
+    method: str,
+    trace: bool,
+    density: bool,
+    params: str | None,
+    seed: int,
+) -> dict[str, Any]:
+    import re
+    import time
+
+    import torch
+
+    from tailwise.hessian import HessianOperator, hutchpp_trace, spectral_density, top_eigenvalues
+    from tailwise.weights import WeightsError
+
+    try:
+        net, label, architecture, _ = _load_for_pruning(
+            source, model_spec, trust_pickle, quiet, errors
+        )
+        batches = _hessian_batches(net, architecture, data, samples, batch_size)
+        names = None
+        if params is not None:
+            pattern = re.compile(params)
+            names = [n for n, _ in net.named_parameters() if pattern.search(n)]
+            if not names:
+                raise UsageError(f"--params {params!r} matches no parameter")
+        start = time.perf_counter()
+        operator = HessianOperator(
+            net.eval(), torch.nn.functional.cross_entropy, batches, params=names
+        )
+        eig = top_eigenvalues(
+            operator, k=min(top_k, operator.num_params - 1), method=method, seed=seed
+        )
+        results: dict[str, Any] = {
+            "source": label,
+            "data": data,
+            "samples": samples,
+            "num_params": operator.num_params,
+            "loss": float(operator.loss()),
+            "method": eig.method,
+            "eigenvalues": [float(v) for v in eig.eigenvalues],
+            "converged": bool(eig.converged),
+            "eigen_matvecs": eig.num_matvecs,
+        }
+        if trace:
+            estimate = hutchpp_trace(operator, num_matvecs=99, seed=seed)
+            results["trace"] = float(estimate.estimate)
+            results["trace_std_error"] = float(estimate.std_error)
+        if density:
+            found = spectral_density(
+                operator, num_iters=min(80, operator.num_params), num_runs=2, seed=seed
+            )
+            results["_density"] = found
+            results["density_nodes"] = found.nodes.tolist()
+            results["density_weights"] = found.weights.tolist()
+        results["seconds"] = time.perf_counter() - start
+    except re.error as exc:
+        raise UsageError(f"--params {params!r}: invalid regular expression ({exc})") from None
+    except (WeightsError, ValueError, OSError, TypeError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from exc
+    return results
+
+
+def _print_hessian(console: Console, results: dict[str, Any]) -> None:
+    console.print(
+        f"tailwise hessian: {results['source']} on {results['data']} "
+        f"({results['samples']} examples, {results['num_params']:,} parameters)"
+    )
+    table = Table(header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("eigenvalue", justify="right")
+    for i, value in enumerate(results["eigenvalues"], start=1):
+        table.add_row(str(i), f"{value:.6g}")
+    console.print(table)
+    line = f"loss {results['loss']:.4f}; {results['method']}: {results['eigen_matvecs']} HVPs"
+    if not results["converged"]:
+        line += " (not converged)"
+    if "trace" in results:
+        line += f"; trace {results['trace']:.6g} +- {results['trace_std_error']:.2g} (Hutch++)"
+    console.print(line + f"; {results['seconds']:.1f} s")
 
 
 def _check_output(path: Path | None, suffixes: tuple[str, ...], option: str) -> None:
