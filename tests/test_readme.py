@@ -14,10 +14,13 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 PACKAGES = (
     "tailwise",
+    "tailwise.data",
+    "tailwise.hessian",
     "tailwise.models",
     "tailwise.prune",
     "tailwise.report",
     "tailwise.tails",
+    "tailwise.train",
 )
 
 

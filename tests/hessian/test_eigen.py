@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import doctest
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import FrozenInstanceError
 
 import numpy as np
@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from tailwise._threads import single_threaded
 from tailwise.data import load_digits_dataset
 from tailwise.hessian import eigen as eigen_module
 from tailwise.hessian.eigen import EigenResult, top_eigenvalues
@@ -22,6 +23,13 @@ from tailwise.models import MLP
 
 F64 = torch.float64
 cross_entropy = nn.functional.cross_entropy
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: a second intra-op thread only waits on a shared 2-core machine (50x)."""
+    with single_threaded():
+        yield
 
 
 def dense_hessian(
@@ -158,9 +166,7 @@ def test_power_iteration_handles_a_negative_top_eigenvalue(random_mlp: Problem) 
 
 
 def test_deflation_matches_the_dense_spectrum(trained_mlp: Problem) -> None:
-    result = top_eigenvalues(
-        trained_mlp.operator, k=5, method="deflation", tol=1e-9, max_iter=500
-    )
+    result = top_eigenvalues(trained_mlp.operator, k=5, method="deflation", tol=1e-9, max_iter=500)
     assert result.converged and result.method == "deflation"
     assert_matches(result, trained_mlp.expected("LM", 5), rtol=1e-4)
     assert result.num_matvecs == result.iterations
@@ -176,7 +182,9 @@ def test_lanczos_on_the_trained_model_with_the_model_api(trained_mlp: Problem) -
 
 def test_parameter_subset_gives_the_blocks_eigenvalues(trained_mlp: Problem) -> None:
     names = ["layers.1.weight", "layers.1.bias"]  # the head: the last 90 parameters
-    result = top_eigenvalues(trained_mlp.model, cross_entropy, trained_mlp.batches, k=3, params=names)
+    result = top_eigenvalues(
+        trained_mlp.model, cross_entropy, trained_mlp.batches, k=3, params=names
+    )
     block = trained_mlp.hessian[-90:, -90:]
     expected = torch.linalg.eigvalsh(block).numpy()[::-1][:3]
     assert_matches(result, expected, rtol=1e-4)
@@ -263,7 +271,7 @@ def test_bad_arguments_raise_clear_errors(random_mlp: Problem) -> None:
         top_eigenvalues(op, k=2, method="power", ncv=10)
     with pytest.raises(ValueError, match="tol must be"):
         top_eigenvalues(op, tol=0.0)
-    with pytest.raises(TypeError, match="nn.Module or a HessianOperator"):
+    with pytest.raises(TypeError, match=r"nn\.Module or a HessianOperator"):
         top_eigenvalues("model", cross_entropy, random_mlp.batches)  # type: ignore[arg-type]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import doctest
 import warnings
 from collections.abc import Callable, Iterator
@@ -15,12 +16,20 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
+from tailwise._threads import single_threaded
 from tailwise.hessian import operator as operator_module
 from tailwise.hessian.operator import HessianOperator
 from tailwise.models import MLP, SmallCNN
 
 F64 = torch.float64
 cross_entropy = nn.functional.cross_entropy
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: a second intra-op thread only waits on a shared 2-core machine (50x)."""
+    with single_threaded():
+        yield
 
 
 @dataclass
@@ -71,6 +80,7 @@ def make_case(name: str) -> Case:
         with torch.no_grad():  # non-trivial eval-mode batch norm statistics
             for module in model.modules():
                 if isinstance(module, nn.BatchNorm2d):
+                    assert module.running_mean is not None and module.running_var is not None
                     module.running_mean.uniform_(-0.5, 0.5)
                     module.running_var.uniform_(0.5, 2.0)
         inputs = torch.randn(10, 1, 8, 8, dtype=F64)
@@ -270,6 +280,24 @@ def test_batch_norm_in_train_mode_raises() -> None:
     case.model.eval()
 
 
+@pytest.mark.filterwarnings("ignore:HessianOperator. vmap:RuntimeWarning")  # falls back to a loop
+def test_train_mode_batch_norm_on_purpose_leaves_the_statistics_alone() -> None:
+    case = make_case("cnn")
+    model = case.model.train()
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    data = (case.inputs, case.targets)  # one batch: H of the loss with its batch statistics
+    op = HessianOperator(model, cross_entropy, data, check_deterministic=False)
+    block = random_block(op.num_params, 2)
+    product, gradient, loss = op.matmat(block), op.gradient(), op.loss()
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, before[name]), name
+    reference = copy.deepcopy(model)  # its statistics move: the products' must not
+    hessian = dense_hessian(reference, cross_entropy, case.inputs, case.targets, op.names)
+    assert_close(product, hessian @ block)
+    assert torch.isfinite(gradient).all() and loss > 0
+    model.eval()
+
+
 class FunctionalDropout(nn.Module):
     """Randomness no module type reveals: only the two passes over the data catch it."""
 
@@ -298,7 +326,9 @@ def test_two_passes_catch_hidden_randomness() -> None:
         HessianOperator(FunctionalDropout().double(), cross_entropy, case.batches)
     with pytest.raises(ValueError, match="augmentation"):
         HessianOperator(case.model, cross_entropy, Augmented(case.batches))
-    op = HessianOperator(case.model, cross_entropy, Augmented(case.batches), check_deterministic=False)
+    op = HessianOperator(
+        case.model, cross_entropy, Augmented(case.batches), check_deterministic=False
+    )
     assert op.num_params > 0
 
 
@@ -322,7 +352,8 @@ def test_one_shot_iterators_and_datasets_are_rejected() -> None:
     with pytest.raises(TypeError, match="one-shot iterator"):
         HessianOperator(case.model, cross_entropy, iter(case.batches))
     with pytest.raises(TypeError, match="DataLoader"):
-        HessianOperator(case.model, cross_entropy, TensorDataset(case.inputs, case.targets))
+        dataset = TensorDataset(case.inputs, case.targets)
+        HessianOperator(case.model, cross_entropy, dataset)  # type: ignore[arg-type]
 
 
 def test_bad_arguments_raise_clear_errors() -> None:

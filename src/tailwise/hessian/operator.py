@@ -26,6 +26,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,8 +50,8 @@ Batch = Sequence[Any]
 #: What :class:`HessianOperator` accepts as ``data``: a re-iterable of batches, or one batch.
 Data = Iterable[Batch] | tuple[Any, Tensor]
 
-# Modules whose train-mode forward is random (dropout) or depends on the batch and writes
-# running statistics (batch norm): the loss is then not a fixed function of theta.
+# Modules whose train-mode forward is random (dropout) or normalizes each batch by its own
+# statistics (batch norm): the loss is then not a fixed function of theta and the data.
 _STOCHASTIC_IN_TRAIN_MODE: tuple[type[nn.Module], ...] = (
     nn.modules.dropout._DropoutNd,
     nn.modules.batchnorm._BatchNorm,
@@ -89,6 +90,19 @@ def _stochastic_modules(model: nn.Module) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _buffers_restored(model: nn.Module) -> Iterator[None]:
+    """Run the block, then put back the values of the model's buffers (as ``hvp`` does)."""
+    buffers = list(model.buffers())
+    saved = [buffer.detach().clone() for buffer in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved, strict=True):
+                buffer.copy_(value)
+
+
 def _to_device(inputs: Any, device: torch.device) -> Any:
     if isinstance(inputs, Tensor):
         return inputs.to(device, non_blocking=True)
@@ -123,8 +137,8 @@ class HessianOperator:
             parameters. Batches are moved to it as they are read.
         check_deterministic: at construction, (1) raise ``ValueError`` if a Dropout or
             BatchNorm module is in training mode (dropout is random; train-mode batch norm
-            normalizes by batch statistics and updates its running statistics in every
-            product), and (2) compute the full-data loss twice and raise ``ValueError`` if the
+            normalizes each batch by its own statistics, so H would depend on how the data
+            is batched), and (2) compute the full-data loss twice and raise ``ValueError`` if the
             two differ (random data augmentation, functional dropout, other randomness). Both
             messages suggest ``model.eval()``. ``False`` skips both checks (and their two
             forward passes over the data), e.g. to study the train-mode batch-norm Hessian on
@@ -295,9 +309,8 @@ class HessianOperator:
             raise ValueError(
                 "HessianOperator: the model is in training mode with Dropout/BatchNorm modules "
                 f"{stochastic[:5]}{' ...' if len(stochastic) > 5 else ''}, so its loss is "
-                "random or depends on the batch (and products would update BatchNorm running "
-                "statistics); call model.eval() first, or pass check_deterministic=False to "
-                "use the train-mode loss on purpose"
+                "random or depends on how the data is batched; call model.eval() first, or pass "
+                "check_deterministic=False to use the train-mode loss on purpose"
             )
         first, second = self.loss(), self.loss()
         scale = max(abs(first), abs(second), torch.finfo(self._dtype).tiny)
@@ -314,9 +327,13 @@ class HessianOperator:
     # --------------------------------------------------------- loss, gradient
 
     def loss(self) -> float:
-        """The full-data loss L = sum_b (n_b / N) L_b at the current parameters (float64 sum)."""
+        """The full-data loss L = sum_b (n_b / N) L_b at the current parameters (float64 sum).
+
+        Like the products, it leaves the model unchanged: running statistics of a train-mode
+        BatchNorm are restored.
+        """
         total, count = 0.0, 0
-        with torch.no_grad():
+        with torch.no_grad(), _buffers_restored(self._model):
             for inputs, targets, size in self._batches():
                 args = inputs if isinstance(inputs, tuple) else (inputs,)
                 total += float(self._loss_fn(self._model(*args), targets)) * size
@@ -324,12 +341,16 @@ class HessianOperator:
         return total / count
 
     def gradient(self) -> Tensor:
-        """The full-data gradient sum_b (n_b / N) grad L_b, flat (n,), in :attr:`dtype`."""
+        """The full-data gradient sum_b (n_b / N) grad L_b, flat (n,), in :attr:`dtype`.
+
+        Computed with ``torch.autograd.grad``: the parameters' ``.grad`` are left alone, and
+        so are BatchNorm running statistics.
+        """
         theta = named_parameters(self._model, list(self.names))
         tensors = [theta[name] for name in self.names]
         total = torch.zeros(self._num_params, dtype=self._dtype, device=self._device)
         count = 0
-        with torch.enable_grad():
+        with torch.enable_grad(), _buffers_restored(self._model):
             for inputs, targets, size in self._batches():
                 args = inputs if isinstance(inputs, tuple) else (inputs,)
                 loss = self._loss_fn(self._model(*args), targets)
@@ -413,7 +434,7 @@ class HessianOperator:
                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); computing the "
                     "products of a block one column at a time",
                     RuntimeWarning,
-                    stacklevel=4,
+                    stacklevel=3,
                 )
             else:
                 self._vmap_works = True
