@@ -145,9 +145,11 @@ class HessianOperator:
             purpose.
         vectorize: compute a block of k products per batch with ``torch.func.vmap`` over the
             tangents of one forward-over-reverse product, which shares the forward and backward
-            pass of the parameters between the k columns (measured 2-4x faster per product than
-            a loop on CPU CNNs; memory O(k) activations). Falls back to a loop over columns,
-            with a warning, where vmap fails for the model; ignored for ``"double-backward"``.
+            pass of the parameters between the k columns (measured on one CPU thread, k = 5:
+            1.6x faster per product than a loop on a digits CNN and an MLP, no gain or loss on
+            CIFAR-sized convolutions; memory: k copies of the tangent activations). Falls back
+            to a loop over columns, with a warning, where vmap fails for the model (e.g.
+            train-mode BatchNorm); ignored for ``"double-backward"``.
 
     Attributes:
         names, shapes: the parameters of H in ``model.named_parameters`` order, and their
@@ -156,13 +158,14 @@ class HessianOperator:
         dtype, device: of the parameters; products are computed in this dtype there.
         num_matvecs: Hessian-vector products over the full data computed so far (a block of k
             counts k).
+        method: the :class:`~tailwise.hessian.hvp.HVPMethod` of the per-batch products.
 
     Vectors passed to :meth:`matvec` / :meth:`matmat` may have any floating dtype and device:
     they are cast to ``dtype`` on ``device`` for the per-batch products, and the weighted sum
     over batches is accumulated and returned in ``promote_types(v.dtype, dtype)`` on v's device.
     So float64 vectors give float64 results from a float32 model: the per-batch products then
-    carry float32 rounding (relative error about 1e-6 of ||H|| on the digits MLP), the sum does
-    not add any.
+    carry float32 rounding (eigenvalues within about 1e-7 relative of float64 ones on a digits
+    MLP), the sum adds none.
     """
 
     def __init__(
