@@ -463,14 +463,22 @@ def memory_part(widths: Sequence[float], batch: int, seed: int, threads: int) ->
     # resident set shows live memory, not freed memory glibc keeps for reuse.
     env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
     env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    found = []
+    # The children only measure their own resident set: run them side by side.
+    processes = []
     for width in widths:
         command = [sys.executable, __file__, "--memory-child", str(width)]
         command += ["--batch", str(batch), "--seed", str(seed), "--threads", str(threads)]
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory child (width {width}) failed:\n{proc.stderr[-3000:]}")
-        found.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        processes.append(
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    found = []
+    for width, process in zip(widths, processes, strict=True):
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"memory child (width {width}) failed:\n{stderr[-3000:]}")
+        found.append(json.loads(stdout.strip().splitlines()[-1]))
     rows: list[list[object]] = []
     first = found[0]
     for item in found:
