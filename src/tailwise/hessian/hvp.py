@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -107,10 +108,18 @@ def _product(
     params: Sequence[str] | None,
     method: HVPMethod,
 ) -> dict[str, Tensor]:
-    if method is HVPMethod.FORWARD_OVER_REVERSE:
+    failed = _NO_FORWARD_AD.setdefault(model, set())
+    try:
+        attempt: tuple[bool, object] = (model.training, loss_fn)
+        hash(attempt)
+    except TypeError:  # an unhashable loss callable: remember it by identity
+        attempt = (model.training, id(loss_fn))
+    if method is HVPMethod.FORWARD_OVER_REVERSE and attempt not in failed:
         try:
             return _forward_over_reverse(model, loss_fn, inputs, targets, vectors, params)
         except (RuntimeError, NotImplementedError) as exc:
+            # Remembered per model, mode and loss, so later products skip the failing attempt.
+            failed.add(attempt)
             # Forward-mode AD lacks formulas for some ops, and torch 2.13 fails on mse_loss
             # ("ZeroTensors are immutable"): the double-backward product is the same number.
             key = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
@@ -125,6 +134,9 @@ def _product(
 
 
 _WARNED: set[str] = set()
+_NO_FORWARD_AD: weakref.WeakKeyDictionary[nn.Module, set[tuple[bool, object]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _checked(
