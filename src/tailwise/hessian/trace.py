@@ -514,8 +514,10 @@ def _block_lanczos_recurrence(
     """
     where = "spectral_density"
     n, num_runs = start.shape
-    basis = torch.zeros((num_iters, n, num_runs), dtype=torch.float64, device=start.device)
-    basis[0] = start
+    # Run-major layout (R, m, n): each run's basis is one contiguous (m, n) block, so the
+    # reorthogonalization is two batched matrix products without copies of the basis.
+    basis = torch.zeros((num_runs, num_iters, n), dtype=torch.float64, device=start.device)
+    basis[:, 0] = start.T
     alphas = np.zeros((num_iters, num_runs))
     betas = np.zeros((num_iters, num_runs))
     steps = np.full(num_runs, num_iters, dtype=np.int64)
@@ -525,20 +527,21 @@ def _block_lanczos_recurrence(
     for j in range(num_iters):
         columns = torch.from_numpy(np.flatnonzero(active)).to(start.device)
         # Only running columns are multiplied; stopped ones stay zero through the updates.
-        w = torch.zeros((n, num_runs), dtype=torch.float64, device=start.device)
-        w[:, columns] = _apply(where, op, basis[j][:, columns], num_runs)
+        w = torch.zeros((num_runs, n), dtype=torch.float64, device=start.device)
+        w[columns] = _apply(where, op, basis[columns, j].T, num_runs).T
         num_matvecs += int(columns.numel())
-        alpha = (basis[j] * w).sum(dim=0)
+        alpha = (basis[:, j] * w).sum(dim=1)
         alphas[j, active] = alpha.cpu().numpy()[active]
         if j == num_iters - 1:
             break
-        w -= alpha * basis[j]
+        w -= alpha[:, None] * basis[:, j]
         if j > 0:
-            w -= torch.from_numpy(betas[j - 1]).to(w) * basis[j - 1]
+            w -= torch.from_numpy(betas[j - 1]).to(w)[:, None] * basis[:, j - 1]
+        done = basis[:, : j + 1]  # (R, j + 1, n)
         for _ in range(2):  # "twice is enough" (Kahan, Parlett): orthogonal to rounding
-            coefficients = torch.einsum("inr,nr->ir", basis[: j + 1], w)
-            w -= torch.einsum("inr,ir->nr", basis[: j + 1], coefficients)
-        beta = torch.linalg.vector_norm(w, dim=0).cpu().numpy()
+            coefficients = torch.bmm(done, w.unsqueeze(2))  # (R, j + 1, 1)
+            w -= torch.bmm(done.transpose(1, 2), coefficients).squeeze(2)
+        beta = torch.linalg.vector_norm(w, dim=1).cpu().numpy()
         previous = betas[j - 1] if j > 0 else 0.0
         norm_estimate = np.maximum(norm_estimate, np.abs(alphas[j]) + beta + previous)
         broke = active & (beta <= tol * norm_estimate)
@@ -548,5 +551,5 @@ def _block_lanczos_recurrence(
         if not active.any():
             break
         scale = torch.from_numpy(np.where(active, beta, np.inf)).to(w)
-        basis[j + 1] = w / scale  # stopped runs get the zero vector
+        basis[:, j + 1] = w / scale[:, None]  # stopped runs get the zero vector
     return alphas, betas, steps, num_matvecs
