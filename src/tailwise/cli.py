@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +46,59 @@ _SHOWN = (
 
 class UsageError(Exception):
     """An expected, user-facing failure: printed as one line, exit status 2."""
+
+
+# Options shared by several commands, declared once.
+WeightsSource = Annotated[
+    str | None,
+    typer.Argument(
+        help="Model weights: .safetensors, Hugging Face folder, or .pt/.pth/.bin "
+        "checkpoint. Default: tailwise's reference network (trained on first use)."
+    ),
+]
+ModelSource = Annotated[
+    str | None,
+    typer.Argument(
+        help="A .safetensors file written by tailwise (it records its architecture), or "
+        "any weights file with --model. Default: tailwise's reference network."
+    ),
+]
+ModelFactory = Annotated[
+    str | None,
+    typer.Option(help="package.module:callable building the original architecture of SOURCE"),
+]
+TrustPickle = Annotated[
+    bool,
+    typer.Option("--trust-pickle", help="Allow unpickling arbitrary objects (trusted files)"),
+]
+TableOut = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Write the table: .csv, .json or .parquet")
+]
+IncludeTensors = Annotated[
+    str | None, typer.Option(help="Only tensors whose name matches this regex")
+]
+ExcludeTensors = Annotated[
+    str | None, typer.Option(help="Skip tensors whose name matches this regex")
+]
+
+
+@contextmanager
+def _user_errors() -> Iterator[Console]:
+    """Run a command body; a :class:`UsageError` becomes one ``error:`` line and exit 2."""
+    errors = Console(stderr=True, soft_wrap=True)
+    try:
+        yield errors
+    except UsageError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        # Piped or captured output: keep the full table instead of squeezing it into 80 columns.
+        console = Console(width=200)
+    return console
 
 
 def _fmt(value: Any) -> str:
@@ -116,25 +171,13 @@ def _resolve_source(source: str | None, quiet: bool, console: Console) -> tuple[
 
 @app.command()
 def analyze(
-    source: Annotated[
-        str | None,
-        typer.Argument(
-            help="Model weights: .safetensors, Hugging Face folder, or .pt/.pth/.bin "
-            "checkpoint. Default: tailwise's reference network (trained on first use)."
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write the table: .csv, .json or .parquet")
-    ] = None,
+    source: WeightsSource = None,
+    out: TableOut = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Write a self-contained HTML report")
     ] = None,
-    include: Annotated[
-        str | None, typer.Option(help="Only tensors whose name matches this regex")
-    ] = None,
-    exclude: Annotated[
-        str | None, typer.Option(help="Skip tensors whose name matches this regex")
-    ] = None,
+    include: IncludeTensors = None,
+    exclude: ExcludeTensors = None,
     fit: Annotated[str, typer.Option(help="xmin of the power-law fit: ks | median")] = "ks",
     xmax: Annotated[
         float | None, typer.Option(help="Upper cut-off (truncated power-law MLE)")
@@ -150,21 +193,14 @@ def analyze(
     device: Annotated[
         str | None, typer.Option(help="Torch device for the spectra, e.g. cuda")
     ] = None,
-    trust_pickle: Annotated[
-        bool,
-        typer.Option("--trust-pickle", help="Allow unpickling arbitrary objects (trusted files)"),
-    ] = False,
+    trust_pickle: TrustPickle = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table")
     ] = False,
 ) -> None:
     """Heavy-tailed self-regularization diagnostics of every weight matrix."""
-    console = Console()
-    if not console.is_terminal:
-        # Piped or captured output: keep the full table instead of squeezing it into 80 columns.
-        console = Console(width=200)
-    errors = Console(stderr=True, soft_wrap=True)
-    try:
+    console = _console()
+    with _user_errors() as errors:
         _check_output(out, (".csv", ".json", ".parquet"), "--out")
         _check_output(report, (".html", ".htm"), "--report")
         from tailwise.spectral.analyze import analyze as run_analysis
@@ -205,9 +241,6 @@ def analyze(
             write_html(df, report, summary=stats)
             if not quiet:
                 console.print(f"wrote {report}")
-    except UsageError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(code=2) from None
 
 
 # Columns of the tails table shown in the terminal (all columns go to --out).
@@ -220,14 +253,6 @@ _TAILS_SHOWN = (
     ("alpha_rownorm", "alpha_rownorm"),
     ("alpha_hill", "alpha_hill"),
 )
-
-
-def _console() -> Console:
-    console = Console()
-    if not console.is_terminal:
-        # Piped or captured output: keep the full table instead of squeezing it into 80 columns.
-        console = Console(width=200)
-    return console
 
 
 _COUNTS = frozenset({"params_before", "params_after", "flops_before", "flops_after", "num_params"})
@@ -267,22 +292,10 @@ def _print_rows(
 
 @app.command()
 def tails(
-    source: Annotated[
-        str | None,
-        typer.Argument(
-            help="Model weights: .safetensors, Hugging Face folder, or .pt/.pth/.bin "
-            "checkpoint. Default: tailwise's reference network (trained on first use)."
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write the table: .csv, .json or .parquet")
-    ] = None,
-    include: Annotated[
-        str | None, typer.Option(help="Only tensors whose name matches this regex")
-    ] = None,
-    exclude: Annotated[
-        str | None, typer.Option(help="Skip tensors whose name matches this regex")
-    ] = None,
+    source: WeightsSource = None,
+    out: TableOut = None,
+    include: IncludeTensors = None,
+    exclude: ExcludeTensors = None,
     center: Annotated[
         bool, typer.Option("--center/--no-center", help="Median-centre entries (source 003)")
     ] = True,
@@ -290,18 +303,14 @@ def tails(
         float | None, typer.Option(help="Cap the MMO estimates (source 003 uses 2)")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the MMO permutations")] = 0,
-    trust_pickle: Annotated[
-        bool,
-        typer.Option("--trust-pickle", help="Allow unpickling arbitrary objects (trusted files)"),
-    ] = False,
+    trust_pickle: TrustPickle = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table")
     ] = False,
 ) -> None:
     """Tail index (alpha-stable alpha) of the entries, rows and row norms of every layer."""
     console = _console()
-    errors = Console(stderr=True, soft_wrap=True)
-    try:
+    with _user_errors() as errors:
         _check_output(out, (".csv", ".json", ".parquet"), "--out")
         from tailwise.tails import analyze_tails
         from tailwise.weights import WeightsError
@@ -328,9 +337,6 @@ def tails(
             write_table(df, out)
             if not quiet:
                 console.print(f"wrote {out}")
-    except UsageError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(code=2) from None
 
 
 _PRUNE_SHOWN = (
@@ -430,13 +436,7 @@ def _digits_accuracy(model: Any) -> float:
 
 @app.command()
 def prune(
-    source: Annotated[
-        str | None,
-        typer.Argument(
-            help="A .safetensors file written by tailwise (it records its architecture), or "
-            "any weights file with --model. Default: tailwise's reference network."
-        ),
-    ] = None,
+    source: ModelSource = None,
     method: Annotated[
         str, typer.Option(help="magnitude | global-magnitude | lowrank | node | channel")
     ] = "magnitude",
@@ -466,24 +466,17 @@ def prune(
     center: Annotated[
         bool, typer.Option("--center", help="Median-centred magnitude pruning (source 003)")
     ] = False,
-    model: Annotated[
-        str | None,
-        typer.Option(help="package.module:callable building the original architecture"),
-    ] = None,
+    model: ModelFactory = None,
     input_shape: Annotated[
         str | None,
         typer.Option(help="Example input shape for tracing and FLOPs, e.g. 1,3,32,32"),
     ] = None,
-    trust_pickle: Annotated[
-        bool,
-        typer.Option("--trust-pickle", help="Allow unpickling arbitrary objects (trusted files)"),
-    ] = False,
+    trust_pickle: TrustPickle = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table")] = False,
 ) -> None:
     """Prune a model with layer-wise ratios; write it and a report of what it cost."""
     console = _console()
-    errors = Console(stderr=True, soft_wrap=True)
-    try:
+    with _user_errors() as errors:
         if method not in _METHODS:
             raise UsageError(f"--method {method!r}: choose one of {', '.join(_METHODS)}")
         if not (0.0 <= ratio < 1.0):
@@ -512,9 +505,6 @@ def prune(
             errors,
         )
         _finish_prune(console, result, label, accuracy, out, report, quiet)
-    except UsageError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(code=2) from None
 
 
 def _run_prune(
@@ -688,13 +678,7 @@ def _hessian_batches(
 
 @app.command()
 def hessian(
-    source: Annotated[
-        str | None,
-        typer.Argument(
-            help="A .safetensors file written by tailwise (it records its architecture), or "
-            "any weights file with --model. Default: tailwise's reference network."
-        ),
-    ] = None,
+    source: ModelSource = None,
     data: Annotated[str, typer.Option(help="Data the loss is taken over: digits | mnist1d")] = (
         "digits"
     ),
@@ -714,20 +698,13 @@ def hessian(
         str | None, typer.Option(help="Only parameters whose name matches this regex")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random start and probe vectors")] = 0,
-    model: Annotated[
-        str | None,
-        typer.Option(help="package.module:callable building the architecture of SOURCE"),
-    ] = None,
-    trust_pickle: Annotated[
-        bool,
-        typer.Option("--trust-pickle", help="Allow unpickling arbitrary objects (trusted files)"),
-    ] = False,
+    model: ModelFactory = None,
+    trust_pickle: TrustPickle = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing")] = False,
 ) -> None:
     """Top eigenvalues, trace and spectral density of the loss Hessian (cross-entropy)."""
     console = _console()
-    errors = Console(stderr=True, soft_wrap=True)
-    try:
+    with _user_errors() as errors:
         if data not in _DATASETS:
             raise UsageError(f"--data {data!r}: choose one of {', '.join(_DATASETS)}")
         if top_k < 1:
@@ -775,9 +752,6 @@ def hessian(
                 json.dump(results, handle, indent=2)
             if not quiet:
                 console.print(f"wrote {out}")
-    except UsageError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(code=2) from None
 
 
 def _run_hessian(

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from tailwise._progress import progress_bar
 from tailwise._threads import single_threaded
 from tailwise.spectral.esd import (
     ESD,
@@ -316,29 +317,6 @@ def _to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def _progress(items: Iterable[T], total: int, progress: bool, describe: Any = None) -> Iterator[T]:
-    """Yield ``items`` under a transient rich progress bar (none when ``progress`` is False)."""
-    if not progress:
-        yield from items
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (
-        TextColumn("[bold]analyze"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-    )
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("", total=total)
-        for item in items:
-            if describe is not None:
-                bar.update(task, description=describe(item))
-            yield item
-            bar.advance(task)
-
-
 def _analyze_all(
     layers: list[LayerWeights],
     options: AnalyzeOptions,
@@ -351,8 +329,8 @@ def _analyze_all(
     """Per-layer results in layer order, serially or on ``workers`` threads."""
     if workers <= 1:
         results = []
-        for index, layer in _progress(
-            enumerate(layers), len(layers), progress, lambda item: item[1].name
+        for index, layer in progress_bar(
+            enumerate(layers), len(layers), progress, "analyze", lambda item: item[1].name
         ):
             results.append(analyze_layer(layer, options, esds=batches.pop(index, None)))
             if streamed:
@@ -366,7 +344,7 @@ def _analyze_all(
             pool.submit(analyze_layer, layer, options, esds=batches.pop(index, None))
             for index, layer in enumerate(layers)
         ]
-        for _ in _progress(as_completed(futures), len(futures), progress):
+        for _ in progress_bar(as_completed(futures), len(futures), progress, "analyze"):
             pass
         return [future.result() for future in futures]
 

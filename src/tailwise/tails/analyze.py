@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -58,6 +58,7 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from tailwise._progress import progress_bar
 from tailwise.tails.estimators import hill_alpha, mmo_alpha
 from tailwise.weights import LayerWeights, WeightSource, iter_layers
 
@@ -191,28 +192,6 @@ def _row(layer: LayerWeights, options: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _progress(items: Iterable[T], total: int, progress: bool, describe: Any) -> Iterator[T]:
-    """Yield ``items`` under a transient rich progress bar (none when ``progress`` is False)."""
-    if not progress:
-        yield from items
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (
-        TextColumn("[bold]tails"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-    )
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("", total=total)
-        for item in items:
-            bar.update(task, description=describe(item))
-            yield item
-            bar.advance(task)
-
-
 def _describe(source: object) -> str:
     if isinstance(source, torch.nn.Module):
         return f"{type(source).__name__} (in memory)"
@@ -272,7 +251,7 @@ def analyze_tails(
     layers = list(iter_layers(source, include=include, exclude=exclude, trust_pickle=trust_pickle))
     rows = [
         _row(layer, options)
-        for layer in _progress(layers, len(layers), progress, lambda layer: layer.name)
+        for layer in progress_bar(layers, len(layers), progress, "tails", lambda layer: layer.name)
     ]
     df = pd.DataFrame(rows, columns=list(TAILS_COLUMNS))
     df["num_params"] = df["num_params"].astype("int64")
