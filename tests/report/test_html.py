@@ -7,10 +7,10 @@ import io
 import math
 import os
 import re
-import shutil
-import subprocess
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import matplotlib.image
 import numpy as np
@@ -29,6 +29,10 @@ COLUMNS = [
 ]  # fmt: skip
 EVIL_NAME = '<script>alert("x")</script>.weight'
 SUMMARY = {"alpha": 3.5, "log_norm": 1.25, "num_layers": 6, "num_failed": 1}
+
+
+# The `run_chromium` fixture of conftest.py: run_chromium(args, profile).
+RunChromium = Callable[[list[str], Path], CompletedProcess[str]]
 
 
 def fitted_row(name: str, kind: str, w: np.ndarray) -> tuple[dict[str, object], np.ndarray]:
@@ -277,43 +281,10 @@ def test_failure_midway_keeps_old_file(
 
 # --- a real browser -------------------------------------------------------------------------
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium() -> str:
-    """Path of Debian's Chromium; skip without it (fail on CI, where `make browser` installs)."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None and os.path.exists("/usr/bin/chromium"):
-        path = "/usr/bin/chromium"
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium not found: run `make browser` to install it")
-        pytest.skip("chromium not installed (run `make browser`)")
-    return path
-
-
-def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
 
 @pytest.mark.browser
 def test_browser_renders_table_and_figures(
-    frame: pd.DataFrame, report: Path, tmp_path: Path
+    frame: pd.DataFrame, report: Path, tmp_path: Path, run_chromium: RunChromium
 ) -> None:
     done = run_chromium(["--dump-dom", report.as_uri()], tmp_path / "profile")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -325,7 +296,9 @@ def test_browser_renders_table_and_figures(
 
 
 @pytest.mark.browser
-def test_browser_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:
+def test_browser_screenshot_is_not_blank(
+    report: Path, tmp_path: Path, run_chromium: RunChromium
+) -> None:
     shot = tmp_path / "page.png"
     done = run_chromium(
         [f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri()], tmp_path / "profile"

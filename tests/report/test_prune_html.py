@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import re
-import shutil
-import subprocess
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import matplotlib.image
 import numpy as np
@@ -24,6 +23,10 @@ from tailwise.report import write_prune_html
 
 EVIL_SOURCE = '<script>alert("x")</script> & co'
 ACCURACY = (0.98, 0.97)
+
+
+# The `run_chromium` fixture of conftest.py: run_chromium(args, profile).
+RunChromium = Callable[[list[str], Path], CompletedProcess[str]]
 
 
 class PageParser(HTMLParser):
@@ -237,39 +240,6 @@ def test_failure_midway_keeps_old_file(tmp_path: Path, monkeypatch: pytest.Monke
 
 # --- a real browser -------------------------------------------------------------------------
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium() -> str:
-    """Path of Debian's Chromium; skip without it (fail on CI, where `make browser` installs)."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None and os.path.exists("/usr/bin/chromium"):
-        path = "/usr/bin/chromium"
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium not found: run `make browser` to install it")
-        pytest.skip("chromium not installed (run `make browser`)")
-    return path
-
-
-def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
 
 @pytest.fixture(scope="module")
 def channel_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[PruneResult, Path]:
@@ -280,7 +250,9 @@ def channel_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[PruneResult,
 
 
 @pytest.mark.browser
-def test_browser_renders_the_table(channel_page: tuple[PruneResult, Path], tmp_path: Path) -> None:
+def test_browser_renders_the_table(
+    channel_page: tuple[PruneResult, Path], tmp_path: Path, run_chromium: RunChromium
+) -> None:
     result, path = channel_page
     done = run_chromium(["--dump-dom", path.as_uri()], tmp_path / "profile")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -294,7 +266,7 @@ def test_browser_renders_the_table(channel_page: tuple[PruneResult, Path], tmp_p
 
 @pytest.mark.browser
 def test_browser_screenshot_is_not_blank(
-    channel_page: tuple[PruneResult, Path], tmp_path: Path
+    channel_page: tuple[PruneResult, Path], tmp_path: Path, run_chromium: RunChromium
 ) -> None:
     _, path = channel_page
     shot = tmp_path / "page.png"
