@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,19 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from _cli import run_cli
 from tailwise.spectral.analyze import COLUMNS
-
-
-def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TAILWISE_CACHE_DIR": str(cache), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "tailwise.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.fixture

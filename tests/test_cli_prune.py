@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 from typer.testing import CliRunner
 
+from _cli import run_cli
 from tailwise.cli import app
 from tailwise.data.digits import digits_loaders
 from tailwise.models import reference_checkpoint, reference_model
@@ -52,22 +52,6 @@ WORKERS = 2
 # in both compare bit for bit, and on a busy 2-core machine two threads per process spin-wait
 # (a low-rank factorization of the reference MLP took 4 s instead of 0.03 s).
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def run_cli(*args: str, cache: Path, pythonpath: Path | None = None) -> Run:
-    env = {**os.environ, "TAILWISE_CACHE_DIR": str(cache), "COLUMNS": "200", **ONE_THREAD}
-    if pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(pythonpath), env.get("PYTHONPATH", "")) if p
-        )
-    return subprocess.run(
-        [sys.executable, "-m", "tailwise.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
 
 
 def invoke(args: Sequence[str]) -> Run:
@@ -99,7 +83,7 @@ class Jobs:
         def job() -> Run:
             if first is not None:
                 first.result()
-            return run_cli(*args, cache=self.cache, **kwargs)
+            return run_cli(*args, cache=self.cache, env=ONE_THREAD, **kwargs)
 
         self.futures[name] = self.pool.submit(job)
 

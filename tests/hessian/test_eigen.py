@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import doctest
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import FrozenInstanceError
 
 import numpy as np
@@ -12,8 +12,8 @@ import pytest
 import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
-from torch.func import functional_call
 
+from _oracles import dense_hessian
 from tailwise._threads import single_threaded
 from tailwise.data import load_digits_dataset
 from tailwise.hessian import eigen as eigen_module
@@ -30,28 +30,6 @@ def _one_thread() -> Iterator[None]:
     """Tiny tensors: a second intra-op thread only waits on a shared 2-core machine (50x)."""
     with single_threaded():
         yield
-
-
-def dense_hessian(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    inputs: Tensor,
-    targets: Tensor,
-    names: tuple[str, ...],
-) -> Tensor:
-    """(n, n) Hessian of loss_fn(model(inputs), targets) over the flattened ``names``."""
-    theta = dict(model.named_parameters())
-    shapes = [theta[name].shape for name in names]
-    sizes = [theta[name].numel() for name in names]
-    start = torch.cat([theta[name].detach().reshape(-1) for name in names])
-
-    def loss_of(flat: Tensor) -> Tensor:
-        pieces = torch.split(flat, sizes)
-        values = {n: p.view(s) for n, p, s in zip(names, pieces, shapes, strict=True)}
-        return loss_fn(functional_call(model, values, (inputs,)), targets)
-
-    hessian: Tensor = torch.autograd.functional.hessian(loss_of, start, vectorize=True)
-    return hessian
 
 
 class Problem:

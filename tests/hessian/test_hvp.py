@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
+from _oracles import dense_hessian
 from tailwise.hessian import hvp, named_parameters
-
-
-def dense_hessian(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    x: Tensor,
-    y: Tensor,
-    names: list[str],
-) -> Tensor:
-    params = dict(model.named_parameters())
-    shapes = [params[n].shape for n in names]
-    flat = torch.cat([params[n].detach().flatten() for n in names])
-
-    def loss_of(theta: Tensor) -> Tensor:
-        current, start = dict(params), 0
-        for name, shape in zip(names, shapes, strict=True):
-            current[name] = theta[start : start + shape.numel()].view(shape)
-            start += shape.numel()
-        return loss_fn(functional_call(model, current, (x,)), y)
-
-    hessian = torch.autograd.functional.hessian(loss_of, flat)
-    assert isinstance(hessian, Tensor)
-    return hessian
 
 
 def split(v: Tensor, model: nn.Module, names: list[str]) -> dict[str, Tensor]:

@@ -13,9 +13,9 @@ import pytest
 import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
+from _oracles import dense_hessian
 from tailwise._threads import single_threaded
 from tailwise.hessian import operator as operator_module
 from tailwise.hessian.operator import HessianOperator
@@ -46,28 +46,6 @@ class Case:
         """Unequal batches of 4, 4 and 2 samples."""
         x, y = self.inputs, self.targets
         return [(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])]
-
-
-def dense_hessian(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    inputs: Tensor,
-    targets: Tensor,
-    names: tuple[str, ...],
-) -> Tensor:
-    """(n, n) Hessian of loss_fn(model(inputs), targets) over the flattened ``names``."""
-    theta = dict(model.named_parameters())
-    shapes = [theta[name].shape for name in names]
-    sizes = [theta[name].numel() for name in names]
-    start = torch.cat([theta[name].detach().reshape(-1) for name in names])
-
-    def loss_of(flat: Tensor) -> Tensor:
-        pieces = torch.split(flat, sizes)
-        values = {n: p.view(s) for n, p, s in zip(names, pieces, shapes, strict=True)}
-        return loss_fn(functional_call(model, values, (inputs,)), targets)
-
-    hessian: Tensor = torch.autograd.functional.hessian(loss_of, start, vectorize=True)
-    return hessian
 
 
 def make_case(name: str) -> Case:

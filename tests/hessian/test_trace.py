@@ -11,6 +11,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from _oracles import dense_hessian
 from tailwise.hessian import trace as trace_module
 from tailwise.hessian.trace import (
     SpectralDensity,
@@ -369,7 +370,6 @@ def test_docstring_examples_run() -> None:
 
 
 def test_estimators_on_a_hessian_operator_match_the_dense_hessian() -> None:
-    from torch.func import functional_call
     from torch.nn.functional import cross_entropy
 
     from tailwise.hessian.operator import HessianOperator
@@ -381,16 +381,7 @@ def test_estimators_on_a_hessian_operator_match_the_dense_hessian() -> None:
     batches = [(x[:10], y[:10]), (x[10:20], y[10:20]), (x[20:], y[20:])]  # unequal last batch
     op = HessianOperator(model, cross_entropy, batches)
 
-    names = [name for name, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss_of(vector: Tensor) -> Tensor:
-        pieces = torch.split(vector, [s.numel() for s in shapes])
-        params = {n: p.view(s) for n, p, s in zip(names, pieces, shapes, strict=True)}
-        return cross_entropy(functional_call(model, params, (x,)), y)
-
-    hessian = torch.autograd.functional.hessian(loss_of, flat)
+    hessian = dense_hessian(model, cross_entropy, x, y)
     evals = torch.linalg.eigvalsh(hessian).numpy()
     n = op.num_params
     assert n == 27 and hessian.shape == (n, n)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
+from _oracles import dense_hessian
 from tailwise._threads import single_threaded
 from tailwise.data.synthetic import xor_dataset
 from tailwise.models import MLP
@@ -78,14 +78,7 @@ def _dense_theta_h(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> d
     shapes = [p.shape for _, p in model.named_parameters()]
     sizes = [p.numel() for _, p in model.named_parameters()]
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-
-    def loss_of(vector: Tensor) -> Tensor:
-        pieces = vector.split(sizes)
-        params = {n: piece.view(s) for n, piece, s in zip(names, pieces, shapes, strict=True)}
-        return loss_fn(functional_call(model, params, (x,)), y)
-
-    hessian = torch.autograd.functional.hessian(loss_of, flat)
-    assert isinstance(hessian, Tensor)
+    hessian = dense_hessian(model, loss_fn, x, y)
     row = flat @ hessian  # theta^T H, literally
     return {n: piece.view(s) for n, piece, s in zip(names, row.split(sizes), shapes, strict=True)}
 
