@@ -3,6 +3,7 @@
 The public API is re-exported here; see the README for runnable examples.
 """
 
+from tailwise._errors import UsageError
 from tailwise.report import write_html
 from tailwise.spectral.analyze import COLUMNS, analyze, summary
 from tailwise.spectral.esd import eigenvalues
@@ -17,6 +18,7 @@ __all__ = [
     "LayerKind",
     "LayerWeights",
     "PowerLawFit",
+    "UsageError",
     "WeightsError",
     "__version__",
     "analyze",
