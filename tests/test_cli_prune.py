@@ -31,7 +31,6 @@ from typer.testing import CliRunner
 from _cli import run_cli
 from tailwise.cli import app
 from tailwise.data.digits import digits_loaders
-from tailwise.models import reference_checkpoint, reference_model
 from tailwise.prune import (
     PruneResult,
     allocate,
@@ -43,6 +42,7 @@ from tailwise.prune import (
 )
 from tailwise.prune.rebuild import ARCHITECTURE_KEY, EDITS_KEY, read_metadata
 from tailwise.prune.report import REPORT_COLUMNS
+from tailwise.reference import reference_checkpoint, reference_model
 from tailwise.tails import TAILS_COLUMNS, analyze_tails
 from tailwise.train.loop import evaluate
 

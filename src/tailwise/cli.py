@@ -158,7 +158,7 @@ def _print_table(console: Console, df: Any, summary: dict[str, Any], source: str
 def _resolve_source(source: str | None, quiet: bool, console: Console) -> tuple[Any, str]:
     if source is not None:
         return source, source
-    from tailwise.models.reference import reference_checkpoint
+    from tailwise.reference import reference_checkpoint
 
     path = reference_checkpoint(progress=not quiet)
     if not quiet:

@@ -371,7 +371,7 @@ def test_architecture_draws_no_random_numbers() -> None:
 
 
 def test_build_model_accepts_the_reference_metadata() -> None:
-    # As stored by tailwise.models.reference in the checkpoint's "architecture" metadata.
+    # As stored by tailwise.reference in the checkpoint's "architecture" metadata.
     stored = '{"class": "MLP", "in_features": 64, "num_classes": 10, '
     stored += '"hidden": [512, 256, 128], "activation": "relu"}'
     model = build_model(json.loads(stored))

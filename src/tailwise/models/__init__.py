@@ -1,5 +1,7 @@
 """Architectures the sources use, defined here (no torchvision)."""
 
+from typing import Any
+
 from tailwise.models.cnn import SmallCNN
 from tailwise.models.densenet import DenseNet
 from tailwise.models.init import (
@@ -11,7 +13,6 @@ from tailwise.models.init import (
     init_uniform,
 )
 from tailwise.models.mlp import MLP
-from tailwise.models.reference import reference_checkpoint, reference_metadata, reference_model
 from tailwise.models.registry import build_model, example_input_shape
 from tailwise.models.resnet import ResNet, resnet18, resnet20
 from tailwise.models.vgg import VGG, VGG_CONFIGS
@@ -31,9 +32,19 @@ __all__ = [
     "glorot_std",
     "init_glorot_normal",
     "init_uniform",
-    "reference_checkpoint",
-    "reference_metadata",
-    "reference_model",
     "resnet18",
     "resnet20",
 ]
+
+# Compatibility alias: the reference network trains, so it moved above train/ to
+# tailwise.reference. These names stay reachable as tailwise.models.reference_* without
+# models/ importing train/ (imported lazily, on first attribute access only).
+_MOVED_TO_REFERENCE = ("reference_checkpoint", "reference_metadata", "reference_model")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_REFERENCE:
+        import tailwise.reference
+
+        return getattr(tailwise.reference, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailwise.models.mlp import _check_positive, _checked_architecture
+from tailwise.models._checks import check_positive, checked_architecture
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -49,13 +49,13 @@ class SmallCNN(nn.Module):
         image_size: int = 8,
     ) -> None:
         super().__init__()
-        _check_positive("SmallCNN", "in_channels", in_channels)
-        _check_positive("SmallCNN", "num_classes", num_classes)
-        _check_positive("SmallCNN", "image_size", image_size)
+        check_positive("SmallCNN", "in_channels", in_channels)
+        check_positive("SmallCNN", "num_classes", num_classes)
+        check_positive("SmallCNN", "image_size", image_size)
         if len(channels) == 0:
             raise ValueError("SmallCNN: channels must name at least one block, got ()")
         for width in channels:
-            _check_positive("SmallCNN", "each entry of channels", width)
+            check_positive("SmallCNN", "each entry of channels", width)
         final_size = image_size // 2 ** len(channels)
         if final_size < 1:
             raise ValueError(
@@ -93,7 +93,7 @@ class SmallCNN(nn.Module):
         [32, 64]
         """
         convs = [module for module in self.features.modules() if isinstance(module, nn.Conv2d)]
-        return _checked_architecture(
+        return checked_architecture(
             self,
             {
                 "in_channels": convs[0].in_channels,

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailwise.models.mlp import _check_positive, _checked_architecture
+from tailwise.models._checks import check_positive, checked_architecture
 
 
 def _norm_act_conv(
@@ -88,14 +88,14 @@ class DenseNet(nn.Module):
         compression: float = 0.5,
     ) -> None:
         super().__init__()
-        _check_positive("DenseNet", "growth_rate", growth_rate)
-        _check_positive("DenseNet", "in_channels", in_channels)
-        _check_positive("DenseNet", "num_classes", num_classes)
-        _check_positive("DenseNet", "init_channels", init_channels)
+        check_positive("DenseNet", "growth_rate", growth_rate)
+        check_positive("DenseNet", "in_channels", in_channels)
+        check_positive("DenseNet", "num_classes", num_classes)
+        check_positive("DenseNet", "init_channels", init_channels)
         if len(block_layers) == 0:
             raise ValueError("DenseNet: block_layers must name at least one block, got ()")
         for count in block_layers:
-            _check_positive("DenseNet", "each entry of block_layers", count)
+            check_positive("DenseNet", "each entry of block_layers", count)
         if (
             isinstance(compression, bool)
             or not isinstance(compression, int | float)
@@ -159,7 +159,7 @@ class DenseNet(nn.Module):
         [4, 4, 4]
         """
         blocks = [block for block in self.blocks if isinstance(block, DenseBlock)]
-        return _checked_architecture(
+        return checked_architecture(
             self,
             {
                 "growth_rate": self.growth_rate,

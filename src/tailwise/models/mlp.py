@@ -6,8 +6,9 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
+
+from tailwise.models._checks import check_positive, checked_architecture
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -23,41 +24,6 @@ def make_activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]()
-
-
-def _check_positive(where: str, name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
-
-
-def _checked_architecture(model: nn.Module, arguments: dict[str, Any]) -> dict[str, Any]:
-    """``{"class": <name>, **arguments}`` after checking that the arguments rebuild ``model``.
-
-    ``arguments`` are read from the live layers, so a model whose widths were changed (e.g. by
-    channel pruning) is still described when its class can express the new widths; when it
-    cannot (say, unequal widths where the constructor takes one), this raises ``ValueError``
-    rather than describe a different network. The check builds a twin on the meta device
-    (no memory, no random numbers drawn) and compares state_dict keys and shapes.
-    """
-    name = type(model).__name__
-    with torch.device("meta"):
-        twin = type(model)(**arguments)
-    actual = {}
-    for key, value in model.state_dict().items():
-        # torch.nn.utils.prune keeps `X_orig` (shape of X) and `X_mask`: compare as X.
-        if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in model.state_dict():
-            continue
-        actual[key.removesuffix("_orig")] = tuple(value.shape)
-    rebuilt = {key: tuple(value.shape) for key, value in twin.state_dict().items()}
-    if actual != rebuilt:
-        # The first differing key in state_dict order (usually the layer that was changed).
-        key = next(key for key in [*actual, *rebuilt] if actual.get(key) != rebuilt.get(key))
-        raise ValueError(
-            f"{name}: its constructor arguments no longer describe this model (was it pruned "
-            f"unevenly?): {key} is {actual.get(key)} here but {rebuilt.get(key)} when rebuilt "
-            f"from {arguments}"
-        )
-    return {"class": name, **arguments}
 
 
 class MLP(nn.Module):
@@ -89,10 +55,10 @@ class MLP(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive("MLP", "in_features", in_features)
-        _check_positive("MLP", "num_classes", num_classes)
+        check_positive("MLP", "in_features", in_features)
+        check_positive("MLP", "num_classes", num_classes)
         for width in hidden:
-            _check_positive("MLP", "each hidden width", width)
+            check_positive("MLP", "each hidden width", width)
         self.in_features = in_features
         self.hidden = tuple(hidden)
         self.num_classes = num_classes
@@ -129,7 +95,7 @@ class MLP(nn.Module):
         [32]
         """
         linears = [layer for layer in self.layers if isinstance(layer, nn.Linear)]
-        return _checked_architecture(
+        return checked_architecture(
             self,
             {
                 "in_features": linears[0].in_features,

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailwise.models.mlp import _check_positive, _checked_architecture
+from tailwise.models._checks import check_positive, checked_architecture
 
 
 class ResNetStem(str, enum.Enum):
@@ -118,17 +118,17 @@ class ResNet(nn.Module):
         stem: ResNetStem | str = ResNetStem.CIFAR,
     ) -> None:
         super().__init__()
-        _check_positive("ResNet", "in_channels", in_channels)
-        _check_positive("ResNet", "num_classes", num_classes)
+        check_positive("ResNet", "in_channels", in_channels)
+        check_positive("ResNet", "num_classes", num_classes)
         if len(blocks_per_stage) == 0 or len(blocks_per_stage) != len(widths):
             raise ValueError(
                 "ResNet: blocks_per_stage and widths must be non-empty and of equal length "
                 f"(one entry per stage), got {list(blocks_per_stage)} and {list(widths)}"
             )
         for count in blocks_per_stage:
-            _check_positive("ResNet", "each entry of blocks_per_stage", count)
+            check_positive("ResNet", "each entry of blocks_per_stage", count)
         for width in widths:
-            _check_positive("ResNet", "each entry of widths", width)
+            check_positive("ResNet", "each entry of widths", width)
         self.in_channels = in_channels
         self.stem_kind = _parse_stem(stem)
         self.stem = _stem(self.stem_kind, in_channels, widths[0])
@@ -168,7 +168,7 @@ class ResNet(nn.Module):
         stages = [stage for stage in self.stages if isinstance(stage, nn.Sequential)]
         last_blocks = [stage[-1] for stage in stages]
         widths = [block.bn2.num_features for block in last_blocks if isinstance(block, BasicBlock)]
-        return _checked_architecture(
+        return checked_architecture(
             self,
             {
                 "blocks_per_stage": [len(stage) for stage in stages],

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailwise.models.mlp import _check_positive, _checked_architecture
+from tailwise.models._checks import check_positive, checked_architecture
 
 POOL = "M"
 """Config entry for a 2x2 max pool (stride 2) after the preceding convolution."""
@@ -109,13 +109,13 @@ class VGG(nn.Module):
         hidden: Sequence[int] = (),
     ) -> None:
         super().__init__()
-        _check_positive("VGG", "in_channels", in_channels)
-        _check_positive("VGG", "num_classes", num_classes)
-        _check_positive("VGG", "image_size", image_size)
+        check_positive("VGG", "in_channels", in_channels)
+        check_positive("VGG", "num_classes", num_classes)
+        check_positive("VGG", "image_size", image_size)
         if not isinstance(batch_norm, bool):
             raise ValueError(f"VGG: batch_norm must be a bool, got {batch_norm!r}")
         for width in hidden:
-            _check_positive("VGG", "each hidden width", width)
+            check_positive("VGG", "each hidden width", width)
         convolutions = _parse_config(config)
         pools = sum(pool for _, pool in convolutions)
         final_size = image_size // 2**pools
@@ -171,7 +171,7 @@ class VGG(nn.Module):
             elif isinstance(module, nn.MaxPool2d):
                 config.append(POOL)
         linears = [layer for layer in self.hidden_layers if isinstance(layer, nn.Linear)]
-        return _checked_architecture(
+        return checked_architecture(
             self,
             {
                 "config": config,

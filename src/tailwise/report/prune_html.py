@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from tailwise._io import atomic_open
 from tailwise.prune.report import PruneResult
-from tailwise.report.html import _escape, _page_start, _summary_block, _table_block
+from tailwise.report._page import PAGE_END, escape, page_start, summary_block, table_block
 from tailwise.spectral.plots import figure_to_data_uri
 
 __all__ = ["write_prune_html"]
@@ -101,11 +101,11 @@ def write_prune_html(
     heading = title or f"tailwise prune ({result.method})"
     target = Path(path)
     with atomic_open(target, "w") as handle:
-        handle.write(_page_start(heading, table))
-        handle.write(_summary_block(summary))
+        handle.write(page_start(heading, table))
+        handle.write(summary_block(summary))
         if len(table):
             handle.write(_layers_figure(result))
-        handle.write(_table_block(table, set()))
-        handle.write(f'<p class="note">{_escape(_NOTE)}</p>\n')
-        handle.write("</main>\n</body>\n</html>\n")
+        handle.write(table_block(table, set()))
+        handle.write(f'<p class="note">{escape(_NOTE)}</p>\n')
+        handle.write(PAGE_END)
     return target

@@ -17,16 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from torch import Tensor, nn
+
+from tailwise._modules import model_device
+from tailwise._progress import progress_task
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 LossTerm = Callable[[nn.Module], Tensor]
@@ -80,16 +74,10 @@ class History:
         return len(self.train_loss)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     """``device`` as a torch.device (moving the model there), else the model's own device."""
     if device is None:
-        return _model_device(model)
+        return model_device(model)
     target = torch.device(device)
     model.to(target)
     return target
@@ -149,21 +137,6 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    """A transient bar on stderr (stdout stays clean for piped results); off if not a TTY."""
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not (enabled and console.is_terminal),
-    )
 
 
 def _check_fit_args(
@@ -285,11 +258,10 @@ def fit(
     total = None if batches_per_epoch is None else epochs * batches_per_epoch
     history = History()
     step = 0
-    with _seeded(seed, target_device), _progress_bar(progress) as bar:
-        task = bar.add_task("training", total=total)
+    with _seeded(seed, target_device), progress_task("training", total, progress) as advance:
         for epoch in range(epochs):
             model.train()
-            bar.update(task, description=f"epoch {epoch + 1}/{epochs}")
+            advance(0, description=f"epoch {epoch + 1}/{epochs}")
             for callback in callbacks:
                 callback.on_epoch_start(epoch, model)
             meter = _EpochMeter()
@@ -308,10 +280,10 @@ def fit(
                 for callback in callbacks:
                     callback.on_batch_end(step, model, detached)
                 step += 1
-                bar.advance(task)
+                advance()
             metrics = _epoch_metrics(meter, model, val_loader, loss_fn, target_device)
             _record(history, metrics)
-            bar.update(task, description=_describe(epoch, epochs, metrics))
+            advance(0, description=_describe(epoch, epochs, metrics))
             for callback in callbacks:
                 callback.on_epoch_end(epoch, model, dict(metrics))
     return history

@@ -2,7 +2,8 @@
 
 A :class:`~tailwise.models.MLP` trained on scikit-learn's bundled digits on first use (a few
 seconds on a laptop CPU), then cached as a ``.safetensors`` file under
-:func:`tailwise.cache.cache_dir`. Its weight matrices are large enough for meaningful ESDs:
+:func:`tailwise.cache.cache_dir`. It trains, so it lives above ``train/`` (the Layering
+section of DESIGN.md), not in ``models/``. Its weight matrices are large enough for meaningful ESDs:
 64 x 512, 512 x 256 and 256 x 128 (64, 256 and 128 eigenvalues) plus the 10-class head.
 """
 
@@ -21,7 +22,7 @@ from tailwise._io import atomic_path
 from tailwise._threads import single_threaded
 from tailwise.cache import cache_dir
 from tailwise.data.digits import NUM_CLASSES, NUM_FEATURES, digits_loaders
-from tailwise.models.mlp import MLP
+from tailwise.models import MLP
 from tailwise.train.loop import evaluate, fit
 
 # Bump the version whenever the recipe below changes: the cached file is found by name only.

@@ -1,8 +1,10 @@
-"""tailwise.models.reference and tailwise.cache: the cached reference network."""
+"""tailwise.reference and tailwise.cache: the cached reference network."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,12 @@ from typing import Any
 import pytest
 import torch
 
-import tailwise.models.reference as reference
+import tailwise.models
+import tailwise.reference as reference
 from tailwise.cache import cache_dir
 from tailwise.data import digits_loaders
-from tailwise.models import MLP, reference_checkpoint, reference_metadata, reference_model
+from tailwise.models import MLP
+from tailwise.reference import reference_checkpoint, reference_metadata, reference_model
 from tailwise.train import evaluate
 
 
@@ -148,3 +152,19 @@ def test_cache_dir_that_is_a_file_is_reported(
     monkeypatch.setenv("TAILWISE_CACHE_DIR", str(tmp_path / "file"))
     with pytest.raises(NotADirectoryError, match="TAILWISE_CACHE_DIR"):
         cache_dir()
+
+
+def test_models_keeps_the_old_names_as_lazy_aliases() -> None:
+    # tailwise.models must not import the training loop just to be imported ...
+    code = (
+        "import sys, tailwise.models; "
+        "assert 'tailwise.train.loop' not in sys.modules, 'models imported train'; "
+        "assert 'tailwise.reference' not in sys.modules, 'models imported reference'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    # ... yet the names that used to live there still resolve to the moved functions.
+    assert tailwise.models.reference_checkpoint is reference_checkpoint
+    assert tailwise.models.reference_metadata is reference_metadata
+    assert tailwise.models.reference_model is reference_model
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = tailwise.models.no_such_name  # type: ignore[attr-defined]
