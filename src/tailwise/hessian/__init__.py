@@ -1,9 +1,10 @@
 """Curvature of the loss (source 004): Hessian-vector products, spectra, trace and density."""
 
-from tailwise.hessian.eigen import EigenResult, top_eigenvalues
-from tailwise.hessian.hvp import HVPMethod, hvp, named_parameters
+from tailwise.hessian.eigen import EigenMethod, EigenResult, EigenSolver, top_eigenvalues
+from tailwise.hessian.hvp import HVPFallback, HVPMethod, hvp, named_parameters, restored_buffers
 from tailwise.hessian.operator import HessianOperator
 from tailwise.hessian.plots import plot_density, plot_eigenvalues
+from tailwise.hessian.summarize import HessianSummary, summarize
 from tailwise.hessian.trace import (
     SpectralDensity,
     TraceEstimate,
@@ -13,9 +14,13 @@ from tailwise.hessian.trace import (
 )
 
 __all__ = [
+    "EigenMethod",
     "EigenResult",
+    "EigenSolver",
+    "HVPFallback",
     "HVPMethod",
     "HessianOperator",
+    "HessianSummary",
     "SpectralDensity",
     "TraceEstimate",
     "hutchinson_trace",
@@ -24,6 +29,8 @@ __all__ = [
     "named_parameters",
     "plot_density",
     "plot_eigenvalues",
+    "restored_buffers",
     "spectral_density",
+    "summarize",
     "top_eigenvalues",
 ]

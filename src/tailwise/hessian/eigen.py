@@ -41,18 +41,24 @@ from numpy.typing import NDArray
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from torch import Tensor, nn
 
+from tailwise._errors import UsageError
+from tailwise._progress import progress_task
 from tailwise.hessian.hvp import HVPMethod
 from tailwise.hessian.operator import Data, HessianOperator, LossFn
 
-__all__ = ["EigenMethod", "EigenResult", "Which", "top_eigenvalues"]
+__all__ = ["EigenMethod", "EigenResult", "EigenSolver", "Which", "top_eigenvalues"]
 
 
-class EigenMethod(str, enum.Enum):
-    """The algorithm of :func:`top_eigenvalues`."""
+class EigenSolver(str, enum.Enum):
+    """The algorithm of :func:`top_eigenvalues` (its ``method``)."""
 
     LANCZOS = "lanczos"
     POWER = "power"
     DEFLATION = "deflation"
+
+
+#: Former name of :class:`EigenSolver` (``tailwise.spectral.esd.EigenMethod`` is another enum).
+EigenMethod = EigenSolver
 
 
 class Which(str, enum.Enum):
@@ -65,17 +71,17 @@ class Which(str, enum.Enum):
 
 #: Default ``tol`` per method: ARPACK's relative residual, 004's subspace change, PyHessian's
 #: relative eigenvalue change.
-DEFAULT_TOL: dict[EigenMethod, float] = {
-    EigenMethod.LANCZOS: 1e-6,
-    EigenMethod.POWER: 1e-3,
-    EigenMethod.DEFLATION: 1e-3,
+DEFAULT_TOL: dict[EigenSolver, float] = {
+    EigenSolver.LANCZOS: 1e-6,
+    EigenSolver.POWER: 1e-3,
+    EigenSolver.DEFLATION: 1e-3,
 }
 #: Default ``max_iter`` per method: ARPACK restarts, block iterations, iterations per eigenpair
 #: (PyHessian's ``maxIter``).
-DEFAULT_MAX_ITER: dict[EigenMethod, int] = {
-    EigenMethod.LANCZOS: 1000,
-    EigenMethod.POWER: 1000,
-    EigenMethod.DEFLATION: 100,
+DEFAULT_MAX_ITER: dict[EigenSolver, int] = {
+    EigenSolver.LANCZOS: 1000,
+    EigenSolver.POWER: 1000,
+    EigenSolver.DEFLATION: 100,
 }
 
 
@@ -111,7 +117,7 @@ def _enum_value(where: str, name: str, kind: type[enum.Enum], value: object) -> 
         return kind(value)
     except ValueError:
         allowed = [member.value for member in kind]
-        raise ValueError(f"{where}: {name} must be one of {allowed}, got {value!r}") from None
+        raise UsageError(f"{where}: {name} must be one of {allowed}, got {value!r}") from None
 
 
 def _build_operator(
@@ -133,7 +139,7 @@ def _build_operator(
             if value is not None
         ]
         if given:
-            raise ValueError(
+            raise UsageError(
                 f"top_eigenvalues: {', '.join(given)} must not be given with a HessianOperator "
                 "(it has its own); pass them to HessianOperator instead"
             )
@@ -144,22 +150,22 @@ def _build_operator(
             f"{type(model).__name__}"
         )
     if loss_fn is None or data is None:
-        raise ValueError("top_eigenvalues: a model needs loss_fn and data")
+        raise UsageError("top_eigenvalues: a model needs loss_fn and data")
     return HessianOperator(
         model,
         loss_fn,
         data,
         params=params,
-        method=HVPMethod.FORWARD_OVER_REVERSE if hvp_method is None else hvp_method,
+        hvp_method=hvp_method,
     )
 
 
 def _check_int(where: str, name: str, value: object, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{where}: {name} must be an int, got {value!r}")
+        raise UsageError(f"{where}: {name} must be an int, got {value!r}")
     if value < low or (high is not None and value > high):
         bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{where}: {name} must be {bounds}, got {value!r}")
+        raise UsageError(f"{where}: {name} must be {bounds}, got {value!r}")
     return int(value)
 
 
@@ -169,7 +175,7 @@ def top_eigenvalues(
     data: Data | None = None,
     k: int = 1,
     *,
-    method: EigenMethod | str = EigenMethod.LANCZOS,
+    method: EigenSolver | str = EigenSolver.LANCZOS,
     which: Which | str | None = None,
     params: Sequence[str] | None = None,
     tol: float | None = None,
@@ -177,6 +183,7 @@ def top_eigenvalues(
     seed: int = 0,
     hvp_method: HVPMethod | str | None = None,
     ncv: int | None = None,
+    progress: bool = True,
 ) -> EigenResult:
     """The k extreme eigenvalues and eigenvectors of the Hessian of the full-data loss.
 
@@ -187,11 +194,10 @@ def top_eigenvalues(
 
     Args:
         model: an ``nn.Module`` or a :class:`HessianOperator`.
-        loss_fn, data, params, hvp_method: as for :class:`HessianOperator` (``hvp_method`` is
-            its ``method``).
+        loss_fn, data, params, hvp_method: as for :class:`HessianOperator`.
         k: number of eigenpairs, 1 <= k < n for ``"lanczos"`` (ARPACK), k <= n otherwise.
-        method: ``"lanczos"`` (default), ``"power"`` (004 Algorithm 1) or ``"deflation"``
-            (PyHessian).
+        method: the solver (:class:`EigenSolver`): ``"lanczos"`` (default), ``"power"``
+            (004 Algorithm 1) or ``"deflation"`` (PyHessian).
         which: ``"LA"``, ``"SA"`` or ``"LM"`` (see :class:`Which`); default ``"LA"`` for
             Lanczos and ``"LM"``, the only choice, for the power methods.
         tol: stopping tolerance; default :data:`DEFAULT_TOL`. Lanczos: ARPACK's relative
@@ -210,6 +216,7 @@ def top_eigenvalues(
             CNN, k = 1: 8 products, against 21 with SciPy's default max(2k + 1, 20)); SciPy's
             ``max(2k + 1, 20)`` for ``"SA"``, whose eigenvalues sit at the edge of the dense
             bulk near zero and need the larger basis (71 products, against 284 with 7).
+        progress: show the number of Hessian-vector products on stderr (terminals only).
 
     Returns:
         :class:`EigenResult`, eigenvalues ordered as ``which`` says. ``converged=False`` (with
@@ -222,14 +229,14 @@ def top_eigenvalues(
     reference values.
     """
     where = "top_eigenvalues"
-    method = EigenMethod(_enum_value(where, "method", EigenMethod, method))
+    method = EigenSolver(_enum_value(where, "method", EigenSolver, method))
     if which is None:
         which = (
-            Which.LARGEST_ALGEBRAIC if method is EigenMethod.LANCZOS else Which.LARGEST_MAGNITUDE
+            Which.LARGEST_ALGEBRAIC if method is EigenSolver.LANCZOS else Which.LARGEST_MAGNITUDE
         )
     which = Which(_enum_value(where, "which", Which, which))
-    if method is not EigenMethod.LANCZOS and which is not Which.LARGEST_MAGNITUDE:
-        raise ValueError(
+    if method is not EigenSolver.LANCZOS and which is not Which.LARGEST_MAGNITUDE:
+        raise UsageError(
             f"top_eigenvalues: method={method.value!r} converges to the eigenvalues of largest "
             f"magnitude, so which must be 'LM', got {which.value!r}; use method='lanczos' for "
             "'LA' or 'SA'"
@@ -237,33 +244,42 @@ def top_eigenvalues(
     seed = _check_int(where, "seed", seed, 0)
     tol = DEFAULT_TOL[method] if tol is None else tol
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-        raise ValueError(f"{where}: tol must be a number > 0, got {tol!r}")
+        raise UsageError(f"{where}: tol must be a number > 0, got {tol!r}")
     max_iter = _check_int(
         where, "max_iter", DEFAULT_MAX_ITER[method] if max_iter is None else max_iter, 1
     )
     operator = _build_operator(model, loss_fn, data, params, hvp_method)
     n = operator.num_params
-    high = n - 1 if method is EigenMethod.LANCZOS else n
+    high = n - 1 if method is EigenSolver.LANCZOS else n
     if high < 1:
-        raise ValueError(f"{where}: method='lanczos' needs at least 2 parameters, got n={n}")
+        raise UsageError(f"{where}: method='lanczos' needs at least 2 parameters, got n={n}")
     k = _check_int(where, "k", k, 1, high)
-    if ncv is not None and method is not EigenMethod.LANCZOS:
-        raise ValueError(f"{where}: ncv is a Lanczos setting, got it with method={method.value!r}")
+    if ncv is not None and method is not EigenSolver.LANCZOS:
+        raise UsageError(f"{where}: ncv is a Lanczos setting, got it with method={method.value!r}")
     if ncv is None:
         ncv = min(n, max(2 * k + 1, 20 if which is Which.SMALLEST_ALGEBRAIC else k + 6))
     else:
         ncv = _check_int(where, "ncv", ncv, k + 1, n)
     start = operator.num_matvecs
-    if method is EigenMethod.LANCZOS:
-        values, vectors, iterations, converged = _lanczos(
-            operator, k, which, tol, max_iter, seed, ncv
-        )
-    elif method is EigenMethod.POWER:
-        values, vectors, iterations, converged = _simultaneous_power(
-            operator, k, tol, max_iter, seed
-        )
-    else:
-        values, vectors, iterations, converged = _deflated_power(operator, k, tol, max_iter, seed)
+    label = f"eigenvalues ({method.value})"
+    with (
+        progress_task(label, None, progress) as advance,
+        operator._reporting(
+            lambda count: advance(count, description=f"{operator.num_matvecs - start} HVPs")
+        ),
+    ):
+        if method is EigenSolver.LANCZOS:
+            values, vectors, iterations, converged = _lanczos(
+                operator, k, which, tol, max_iter, seed, ncv
+            )
+        elif method is EigenSolver.POWER:
+            values, vectors, iterations, converged = _simultaneous_power(
+                operator, k, tol, max_iter, seed
+            )
+        else:
+            values, vectors, iterations, converged = _deflated_power(
+                operator, k, tol, max_iter, seed
+            )
     if not converged:
         warnings.warn(
             f"top_eigenvalues: method={method.value!r} did not converge to tol={tol} within "

@@ -1,6 +1,7 @@
 """Hessian-vector products of a model's loss on one batch, without forming the Hessian.
 
-H v = d/d eps grad L(theta + eps v) at eps = 0 (REFERENCES §6). Two ways to compute it:
+H v = d/d eps grad L(theta + eps v) at eps = 0 (REFERENCES §6). Two ways to compute it
+(:class:`HVPMethod`, the ``hvp_method`` of every curvature function):
 
 - ``"forward-over-reverse"`` (default): ``torch.func.jvp`` of ``torch.func.grad`` of the loss
   as a function of the parameters; one forward-mode pass over the backward graph.
@@ -12,33 +13,134 @@ Both cost a small constant times one gradient and O(number of parameters) memory
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import warnings
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp
 
-__all__ = ["HVPMethod", "hvp", "named_parameters"]
+from tailwise._errors import UsageError
+from tailwise._modules import as_args
+
+__all__ = ["HVPFallback", "HVPMethod", "hvp", "named_parameters", "restored_buffers"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 class HVPMethod(str, enum.Enum):
-    """How a Hessian-vector product is computed."""
+    """How a Hessian-vector product is computed (the ``hvp_method`` argument)."""
 
     FORWARD_OVER_REVERSE = "forward-over-reverse"
     DOUBLE_BACKWARD = "double-backward"
+
+
+def _resolve_hvp_method(
+    where: str, hvp_method: HVPMethod | str | None, method: HVPMethod | str | None = None
+) -> HVPMethod:
+    """``hvp_method`` (or the deprecated ``method``) as an :class:`HVPMethod`; None -> default.
+
+    Package-internal: :func:`hvp` and :class:`~tailwise.hessian.HessianOperator` share it.
+    A bad value raises :class:`tailwise.UsageError` naming the allowed ones.
+    """
+    if method is not None:
+        if hvp_method is not None:
+            raise TypeError(f"{where}: pass hvp_method only (method is its deprecated name)")
+        warnings.warn(
+            f"{where}: the keyword 'method' is deprecated, use hvp_method={str(method)!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        hvp_method = method
+    if hvp_method is None:
+        return HVPMethod.FORWARD_OVER_REVERSE
+    try:
+        return HVPMethod(hvp_method)
+    except ValueError:
+        allowed = [m.value for m in HVPMethod]
+        raise UsageError(
+            f"{where}: hvp_method must be one of {allowed}, got {hvp_method!r}"
+        ) from None
+
+
+@contextlib.contextmanager
+def restored_buffers(model: nn.Module) -> Iterator[None]:
+    """Run the block, then put back the values of every buffer of ``model``.
+
+    A forward pass of a train-mode BatchNorm updates its running statistics (and its
+    ``num_batches_tracked``); Hessian-vector products, losses and gradients taken for
+    analysis must leave the model as they found it. Values are restored in place (the
+    buffer tensors keep their identity), also when the block raises.
+
+    >>> bn = nn.BatchNorm1d(2).train()
+    >>> with restored_buffers(bn):
+    ...     _ = bn(torch.randn(4, 2) + 5)
+    >>> bn.running_mean.tolist(), int(bn.num_batches_tracked)
+    ([0.0, 0.0], 0)
+    """
+    buffers = [b for b in model.buffers() if b is not None]
+    saved = [b.detach().clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved, strict=True):
+                buffer.copy_(value)
+
+
+class HVPFallback:
+    """Remembers where forward-over-reverse failed, so later products skip the attempt.
+
+    Forward-mode AD lacks formulas for some operations (and torch 2.13 fails on ``mse_loss``);
+    :func:`hvp` then computes the same product by double backward. Pass one instance to
+    every :func:`hvp` call of a sequence of products (a :class:`HessianOperator` and each
+    regularizer keep their own): the failure is warned about once and not retried for the same
+    model, train/eval mode and loss. Without one, each call tries (and warns) afresh.
+    Nothing is shared between instances: there is no process-wide state.
+    """
+
+    def __init__(self) -> None:
+        self._failed: weakref.WeakKeyDictionary[nn.Module, set[tuple[bool, object]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._warned: set[str] = set()
+
+    @staticmethod
+    def _attempt(model: nn.Module, loss_fn: LossFn) -> tuple[bool, object]:
+        try:
+            attempt: tuple[bool, object] = (model.training, loss_fn)
+            hash(attempt)
+        except TypeError:  # an unhashable loss callable: remember it by identity
+            attempt = (model.training, id(loss_fn))
+        return attempt
+
+    def failed(self, model: nn.Module, loss_fn: LossFn) -> bool:
+        """Whether forward-over-reverse already failed for this model, mode and loss."""
+        return self._attempt(model, loss_fn) in self._failed.get(model, set())
+
+    def record(self, model: nn.Module, loss_fn: LossFn, exc: BaseException) -> None:
+        """Remember a failure and warn about it (once per kind of error)."""
+        self._failed.setdefault(model, set()).add(self._attempt(model, loss_fn))
+        key = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(
+                f"forward-over-reverse HVP failed ({key}); using double backward",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
 
 def named_parameters(model: nn.Module, params: Sequence[str] | None = None) -> dict[str, Tensor]:
     """The parameters the Hessian is taken over, by name, in ``model.named_parameters`` order.
 
     ``params``: names to keep (a layer's Hessian block, e.g. ``["layers.0.weight"]``);
-    default every parameter with ``requires_grad``. Unknown names raise ``ValueError``.
+    default every parameter with ``requires_grad``. Unknown names raise
+    :class:`tailwise.UsageError`.
 
     >>> list(named_parameters(nn.Linear(3, 2)))
     ['weight', 'bias']
@@ -50,13 +152,9 @@ def named_parameters(model: nn.Module, params: Sequence[str] | None = None) -> d
         raise TypeError(f"params must be a sequence of names, got the string {params!r}")
     unknown = [name for name in params if name not in found]
     if unknown:
-        raise ValueError(f"unknown parameter names {unknown}; the model has {list(found)}")
+        raise UsageError(f"unknown parameter names {unknown}; the model has {list(found)}")
     wanted = set(params)
     return {name: p for name, p in found.items() if name in wanted}
-
-
-def _as_args(inputs: Tensor | tuple[Any, ...]) -> tuple[Any, ...]:
-    return inputs if isinstance(inputs, tuple) else (inputs,)
 
 
 def hvp(
@@ -67,36 +165,35 @@ def hvp(
     vectors: Mapping[str, Tensor],
     *,
     params: Sequence[str] | None = None,
-    method: HVPMethod | str = HVPMethod.FORWARD_OVER_REVERSE,
+    hvp_method: HVPMethod | str | None = None,
+    fallback: HVPFallback | None = None,
+    method: HVPMethod | str | None = None,
 ) -> dict[str, Tensor]:
     """H v for the loss ``loss_fn(model(*inputs), targets)`` on one batch.
 
     ``vectors``: one tensor per parameter of :func:`named_parameters` ``(model, params)``, of
     the same shapes; parameters outside ``params`` are held fixed (so the result is the
     ``params`` block of the Hessian times v). Returns H v with the same keys and shapes,
-    detached. Buffers (BatchNorm statistics) are used as they are and left unchanged (a
-    train-mode BatchNorm's running statistics are restored); the model's train/eval mode is
-    the caller's choice.
+    detached. Buffers (BatchNorm statistics) are used as they are and left unchanged
+    (:func:`restored_buffers`); the model's train/eval mode is the caller's choice.
+
+    ``hvp_method``: ``"forward-over-reverse"`` (default) or ``"double-backward"``
+    (:class:`HVPMethod`); where forward mode fails, the product is computed by double
+    backward with a ``RuntimeWarning``. ``fallback``: an :class:`HVPFallback` that remembers
+    such failures across calls (default: none, each call tries afresh). ``method``:
+    deprecated name of ``hvp_method``.
 
     >>> _ = torch.manual_seed(0)
     >>> model = nn.Linear(3, 1, bias=False)
     >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
     >>> v = {"weight": torch.ones(1, 3)}
-    >>> hv = hvp(model, nn.functional.mse_loss, x, y, v)["weight"]
+    >>> hv = hvp(model, nn.functional.mse_loss, x, y, v, hvp_method="double-backward")["weight"]
     >>> bool(torch.allclose(hv, (2 / 8) * (x.T @ x).sum(1)[None], atol=1e-5))  # H = 2 X^T X / n
     True
     """
-    method = HVPMethod(method)
-    # A product must not change the model: train-mode BatchNorm would update its running
-    # statistics in the forward pass, so they are restored afterwards.
-    buffers = [b for b in model.buffers() if b.is_floating_point() or b.dtype == torch.long]
-    saved = [b.detach().clone() for b in buffers]
-    try:
-        return _product(model, loss_fn, inputs, targets, vectors, params, method)
-    finally:
-        with torch.no_grad():
-            for buffer, value in zip(buffers, saved, strict=True):
-                buffer.copy_(value)
+    how = _resolve_hvp_method("hvp", hvp_method, method)
+    with restored_buffers(model):
+        return _product(model, loss_fn, inputs, targets, vectors, params, how, fallback)
 
 
 def _product(
@@ -107,36 +204,17 @@ def _product(
     vectors: Mapping[str, Tensor],
     params: Sequence[str] | None,
     method: HVPMethod,
+    fallback: HVPFallback | None,
 ) -> dict[str, Tensor]:
-    failed = _NO_FORWARD_AD.setdefault(model, set())
-    try:
-        attempt: tuple[bool, object] = (model.training, loss_fn)
-        hash(attempt)
-    except TypeError:  # an unhashable loss callable: remember it by identity
-        attempt = (model.training, id(loss_fn))
-    if method is HVPMethod.FORWARD_OVER_REVERSE and attempt not in failed:
+    memory = HVPFallback() if fallback is None else fallback
+    if method is HVPMethod.FORWARD_OVER_REVERSE and not memory.failed(model, loss_fn):
         try:
             return _forward_over_reverse(model, loss_fn, inputs, targets, vectors, params)
         except (RuntimeError, NotImplementedError) as exc:
-            # Remembered per model, mode and loss, so later products skip the failing attempt.
-            failed.add(attempt)
             # Forward-mode AD lacks formulas for some ops, and torch 2.13 fails on mse_loss
             # ("ZeroTensors are immutable"): the double-backward product is the same number.
-            key = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-            if key not in _WARNED:
-                _WARNED.add(key)
-                warnings.warn(
-                    f"forward-over-reverse HVP failed ({key}); using double backward",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+            memory.record(model, loss_fn, exc)
     return _double_backward(model, loss_fn, inputs, targets, vectors, params)
-
-
-_WARNED: set[str] = set()
-_NO_FORWARD_AD: weakref.WeakKeyDictionary[nn.Module, set[tuple[bool, object]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def _checked(
@@ -145,7 +223,7 @@ def _checked(
     theta = named_parameters(model, params)
     missing = [name for name in theta if name not in vectors]
     if missing:
-        raise ValueError(f"vectors lack entries for parameters {missing}")
+        raise UsageError(f"vectors lack entries for parameters {missing}")
     return theta
 
 
@@ -158,7 +236,7 @@ def _double_backward(
     params: Sequence[str] | None,
 ) -> dict[str, Tensor]:
     theta = _checked(model, vectors, params)
-    args = _as_args(inputs)
+    args = as_args(inputs)
     names = list(theta)
     with torch.enable_grad():
         loss = loss_fn(model(*args), targets)
@@ -182,7 +260,7 @@ def _forward_over_reverse(
     params: Sequence[str] | None,
 ) -> dict[str, Tensor]:
     theta = _checked(model, vectors, params)
-    args = _as_args(inputs)
+    args = as_args(inputs)
     fixed = {
         **{name: b for name, b in model.named_buffers()},
         **{name: p.detach() for name, p in model.named_parameters() if name not in theta},

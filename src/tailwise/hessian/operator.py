@@ -17,7 +17,7 @@ k products O(n k).
 >>> model = nn.Linear(3, 1, bias=False).double()
 >>> x, y = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 1, dtype=torch.float64)
 >>> batches = [(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])]  # sizes 4, 4, 2
->>> op = HessianOperator(model, nn.functional.mse_loss, batches, method="double-backward")
+>>> op = HessianOperator(model, nn.functional.mse_loss, batches, hvp_method="double-backward")
 >>> op.shape
 (3, 3)
 >>> bool(torch.allclose(op.matmat(torch.eye(3, dtype=torch.float64)), 2 * x.T @ x / 10))
@@ -40,7 +40,16 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils.data import Dataset
 
-from tailwise.hessian.hvp import HVPMethod, hvp, named_parameters
+from tailwise._errors import UsageError
+from tailwise._modules import as_args, model_device
+from tailwise.hessian.hvp import (
+    HVPFallback,
+    HVPMethod,
+    _resolve_hvp_method,
+    hvp,
+    named_parameters,
+    restored_buffers,
+)
 
 __all__ = ["HessianOperator"]
 
@@ -90,19 +99,6 @@ def _stochastic_modules(model: nn.Module) -> list[str]:
     ]
 
 
-@contextlib.contextmanager
-def _buffers_restored(model: nn.Module) -> Iterator[None]:
-    """Run the block, then put back the values of the model's buffers (as ``hvp`` does)."""
-    buffers = list(model.buffers())
-    saved = [buffer.detach().clone() for buffer in buffers]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in zip(buffers, saved, strict=True):
-                buffer.copy_(value)
-
-
 def _to_device(inputs: Any, device: torch.device) -> Any:
     if isinstance(inputs, Tensor):
         return inputs.to(device, non_blocking=True)
@@ -131,14 +127,17 @@ class HessianOperator:
         params: names of the parameters H is taken over (default every parameter with
             ``requires_grad``), e.g. one layer's ``["layers.0.weight", "layers.0.bias"]`` for its
             diagonal block of the full Hessian; the others are held fixed.
-        method: how each batch's product is computed, passed to :func:`tailwise.hessian.hvp`:
-            ``"forward-over-reverse"`` (default) or ``"double-backward"``.
-        device: where to compute; the model is moved there. Default: the device of the model's
-            parameters. Batches are moved to it as they are read.
-        check_deterministic: at construction, (1) raise ``ValueError`` if a Dropout or
+        hvp_method: how each batch's product is computed, passed to
+            :func:`tailwise.hessian.hvp`: ``"forward-over-reverse"`` (default) or
+            ``"double-backward"``. ``method`` is its deprecated name (``DeprecationWarning``).
+        device: where the products are computed: the device of the model's parameters, which
+            is the default. The model is never moved (move it first, ``model.to(device)``):
+            a different device raises :class:`tailwise.UsageError`. Batches are moved to it
+            as they are read.
+        check_deterministic: at construction, (1) raise :class:`tailwise.UsageError` if a Dropout or
             BatchNorm module is in training mode (dropout is random; train-mode batch norm
             normalizes each batch by its own statistics, so H would depend on how the data
-            is batched), and (2) compute the full-data loss twice and raise ``ValueError`` if the
+            is batched), and (2) compute the full-data loss twice and raise ``UsageError`` if the
             two differ (random data augmentation, functional dropout, other randomness). Both
             messages suggest ``model.eval()``. ``False`` skips both checks (and their two
             forward passes over the data), e.g. to study the train-mode batch-norm Hessian on
@@ -158,7 +157,8 @@ class HessianOperator:
         dtype, device: of the parameters; products are computed in this dtype there.
         num_matvecs: Hessian-vector products over the full data computed so far (a block of k
             counts k).
-        method: the :class:`~tailwise.hessian.hvp.HVPMethod` of the per-batch products.
+        hvp_method: the :class:`~tailwise.hessian.hvp.HVPMethod` of the per-batch products
+            (``method`` is a deprecated read-only alias).
 
     Vectors passed to :meth:`matvec` / :meth:`matmat` may have any floating dtype and device:
     they are cast to ``dtype`` on ``device`` for the per-batch products, and the weighted sum
@@ -175,37 +175,32 @@ class HessianOperator:
         data: Data,
         *,
         params: Sequence[str] | None = None,
-        method: HVPMethod | str = HVPMethod.FORWARD_OVER_REVERSE,
+        hvp_method: HVPMethod | str | None = None,
         device: str | torch.device | None = None,
         check_deterministic: bool = True,
         vectorize: bool = True,
+        method: HVPMethod | str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"HessianOperator: model must be an nn.Module, got {type(model)}")
         if not callable(loss_fn):
             raise TypeError(f"HessianOperator: loss_fn must be callable, got {loss_fn!r}")
-        try:
-            self.method = HVPMethod(method)
-        except ValueError:
-            allowed = [m.value for m in HVPMethod]
-            raise ValueError(
-                f"HessianOperator: method must be one of {allowed}, got {method!r}"
-            ) from None
+        self.hvp_method = _resolve_hvp_method("HessianOperator", hvp_method, method)
         self._data = _as_batches(data)
         if device is not None:
-            model.to(torch.device(device))
+            _check_device(model, device)
         self._model = model
         self._loss_fn = loss_fn
         theta = named_parameters(model, params)
         if not theta:
-            raise ValueError(
+            raise UsageError(
                 "HessianOperator: no parameters to differentiate (none requires grad"
                 + (f" among {list(params)})" if params is not None else ")")
             )
         dtypes = {p.dtype for p in theta.values()}
         devices = {p.device for p in theta.values()}
         if len(dtypes) > 1 or len(devices) > 1:
-            raise ValueError(
+            raise UsageError(
                 "HessianOperator: the parameters must share one dtype and device, got dtypes "
                 f"{sorted(map(str, dtypes))} on devices {sorted(map(str, devices))}"
             )
@@ -215,8 +210,11 @@ class HessianOperator:
         self._num_params = sum(self._numels)
         self._dtype = next(iter(dtypes))
         self._device = next(iter(devices))
-        self._vectorize = vectorize and self.method is HVPMethod.FORWARD_OVER_REVERSE
+        self._vectorize = vectorize and self.hvp_method is HVPMethod.FORWARD_OVER_REVERSE
         self._vmap_works: bool | None = None  # unknown until the first block product
+        # Where forward-over-reverse failed for this operator: one warning, no retry.
+        self._fallback = HVPFallback()
+        self._on_products: Callable[[int], None] | None = None  # progress of eigen / trace
         self.num_matvecs = 0
         if check_deterministic:
             self._check_deterministic()
@@ -227,6 +225,25 @@ class HessianOperator:
     def num_params(self) -> int:
         """n, the number of parameters H is taken over."""
         return self._num_params
+
+    @property
+    def method(self) -> HVPMethod:
+        """Deprecated alias of :attr:`hvp_method`."""
+        warnings.warn(
+            "HessianOperator.method is deprecated, use hvp_method",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.hvp_method
+
+    @contextlib.contextmanager
+    def _reporting(self, advance: Callable[[int], None]) -> Iterator[None]:
+        """Call ``advance(k)`` after every block of k products (package-internal: progress)."""
+        previous, self._on_products = self._on_products, advance
+        try:
+            yield
+        finally:
+            self._on_products = previous
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -247,11 +264,11 @@ class HessianOperator:
         """One flat vector (n,) from a dict ``name -> tensor`` over :attr:`names` (in order)."""
         missing = [name for name in self.names if name not in tensors]
         if missing:
-            raise ValueError(f"HessianOperator.flatten: no entries for parameters {missing}")
+            raise UsageError(f"HessianOperator.flatten: no entries for parameters {missing}")
         parts = []
         for name, shape in zip(self.names, self.shapes, strict=True):
             if tuple(tensors[name].shape) != tuple(shape):
-                raise ValueError(
+                raise UsageError(
                     f"HessianOperator.flatten: {name} has shape {tuple(tensors[name].shape)}, "
                     f"expected {tuple(shape)}"
                 )
@@ -261,7 +278,7 @@ class HessianOperator:
     def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
         """The dict ``name -> tensor`` (views, parameter shapes) of a flat vector (n,)."""
         if vector.ndim != 1 or vector.shape[0] != self._num_params:
-            raise ValueError(
+            raise UsageError(
                 f"HessianOperator.unflatten: expected a vector of shape ({self._num_params},), "
                 f"got {tuple(vector.shape)}"
             )
@@ -304,12 +321,12 @@ class HessianOperator:
             empty = False
             yield _to_device(inputs, self._device), targets.to(self._device), targets.shape[0]
         if empty:
-            raise ValueError("HessianOperator: data yielded no batches")
+            raise UsageError("HessianOperator: data yielded no batches")
 
     def _check_deterministic(self) -> None:
         stochastic = _stochastic_modules(self._model)
         if stochastic:
-            raise ValueError(
+            raise UsageError(
                 "HessianOperator: the model is in training mode with Dropout/BatchNorm modules "
                 f"{stochastic[:5]}{' ...' if len(stochastic) > 5 else ''}, so its loss is "
                 "random or depends on how the data is batched; call model.eval() first, or pass "
@@ -320,7 +337,7 @@ class HessianOperator:
         # Loose enough for reduction-order noise (shuffled loaders, GPU kernels), far below
         # what dropout or data augmentation change.
         if abs(first - second) > 1000 * torch.finfo(self._dtype).eps * scale:
-            raise ValueError(
+            raise UsageError(
                 "HessianOperator: two passes over the data gave different losses "
                 f"({first!r} and {second!r}), so the Hessian is not well defined: is there "
                 "random data augmentation, dropout or other randomness in the model or the "
@@ -336,9 +353,9 @@ class HessianOperator:
         BatchNorm are restored.
         """
         total, count = 0.0, 0
-        with torch.no_grad(), _buffers_restored(self._model):
+        with torch.no_grad(), restored_buffers(self._model):
             for inputs, targets, size in self._batches():
-                args = inputs if isinstance(inputs, tuple) else (inputs,)
+                args = as_args(inputs)
                 total += float(self._loss_fn(self._model(*args), targets)) * size
                 count += size
         return total / count
@@ -353,9 +370,9 @@ class HessianOperator:
         tensors = [theta[name] for name in self.names]
         total = torch.zeros(self._num_params, dtype=self._dtype, device=self._device)
         count = 0
-        with torch.enable_grad(), _buffers_restored(self._model):
+        with torch.enable_grad(), restored_buffers(self._model):
             for inputs, targets, size in self._batches():
-                args = inputs if isinstance(inputs, tuple) else (inputs,)
+                args = as_args(inputs)
                 loss = self._loss_fn(self._model(*args), targets)
                 grads = torch.autograd.grad(loss, tensors, allow_unused=True)
                 flat = torch.cat(
@@ -376,7 +393,7 @@ class HessianOperator:
         Returns shape (n,), dtype ``promote_types(v.dtype, dtype)``, on v's device.
         """
         if not isinstance(vector, Tensor) or vector.ndim != 1:
-            raise ValueError(
+            raise UsageError(
                 f"HessianOperator.matvec: expected a tensor of shape ({self._num_params},), "
                 f"got {_describe(vector)}"
             )
@@ -393,12 +410,12 @@ class HessianOperator:
             or matrix.ndim != 2
             or matrix.shape[0] != self._num_params
         ):
-            raise ValueError(
+            raise UsageError(
                 f"HessianOperator.matmat: expected a tensor of shape ({self._num_params}, k), "
                 f"got {_describe(matrix)}"
             )
         if not matrix.dtype.is_floating_point:
-            raise ValueError(
+            raise UsageError(
                 f"HessianOperator.matmat: expected a floating dtype, got {matrix.dtype}"
             )
         k = matrix.shape[1]
@@ -414,6 +431,8 @@ class HessianOperator:
             total.add_(products.to(out_dtype), alpha=size)
             count += size
         self.num_matvecs += k
+        if self._on_products is not None:
+            self._on_products(k)
         return (total / count).T.to(matrix.device)
 
     def __matmul__(self, other: Tensor) -> Tensor:
@@ -452,7 +471,8 @@ class HessianOperator:
                         targets,
                         self.unflatten(row),
                         params=self.names,
-                        method=self.method,
+                        hvp_method=self.hvp_method,
+                        fallback=self._fallback,
                     )
                 )
                 for row in rows
@@ -468,7 +488,7 @@ class HessianOperator:
                 targets,
                 vectors,
                 params=self.names,
-                method=HVPMethod.FORWARD_OVER_REVERSE,
+                hvp_method=HVPMethod.FORWARD_OVER_REVERSE,
             )
 
         with warnings.catch_warnings():
@@ -513,8 +533,21 @@ class HessianOperator:
     def __repr__(self) -> str:
         return (
             f"HessianOperator(num_params={self._num_params}, dtype={self._dtype}, "
-            f"device={self._device}, method={self.method.value!r}, "
+            f"device={self._device}, hvp_method={self.hvp_method.value!r}, "
             f"num_matvecs={self.num_matvecs})"
+        )
+
+
+def _check_device(model: nn.Module, device: str | torch.device) -> None:
+    """Raise :class:`UsageError` unless ``device`` is where the model's parameters live."""
+    wanted, actual = torch.device(device), model_device(model)
+    same = wanted.type == actual.type and (
+        wanted.index is None or wanted.index == (actual.index if actual.index is not None else 0)
+    )
+    if not same:
+        raise UsageError(
+            f"HessianOperator: device={str(wanted)!r} but the model is on {str(actual)!r}; "
+            f"the model is never moved for you: move it first (model.to({str(wanted)!r}))"
         )
 
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +57,11 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
+
+from tailwise._errors import UsageError
+from tailwise._progress import progress_task
+
+Advance = Callable[..., None]
 
 __all__ = [
     "ProbeDistribution",
@@ -170,7 +176,7 @@ class SpectralDensity:
         ``num_params`` is a trace estimate.
         """
         if isinstance(power, bool) or not isinstance(power, int) or power < 0:
-            raise ValueError(f"moment: power must be a non-negative int, got {power!r}")
+            raise UsageError(f"moment: power must be a non-negative int, got {power!r}")
         finite = np.isfinite(self.nodes)
         total = float(np.sum(self.weights[finite] * self.nodes[finite] ** power))
         return total / self.num_runs
@@ -208,19 +214,19 @@ class SpectralDensity:
             span = high - low
             sigma = 0.01 * (span if span > 0 else max(abs(high), 1.0))
         elif not (math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"on_grid: sigma must be a positive finite float, got {sigma!r}")
+            raise UsageError(f"on_grid: sigma must be a positive finite float, got {sigma!r}")
         if grid is None:
             if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
-                raise ValueError(f"on_grid: num_points must be an int >= 2, got {num_points!r}")
+                raise UsageError(f"on_grid: num_points must be an int >= 2, got {num_points!r}")
             points = np.linspace(low - 5 * sigma, high + 5 * sigma, num_points)
         else:
             points = np.asarray(grid, dtype=np.float64)
             if points.ndim != 1 or points.size < 2 or not np.all(np.diff(points) > 0):
-                raise ValueError("on_grid: grid must be 1-D, increasing, with at least 2 points")
+                raise UsageError("on_grid: grid must be 1-D, increasing, with at least 2 points")
         density = _gaussian_mixture(points, nodes, weights, sigma)
         integral = float(np.sum((density[1:] + density[:-1]) * np.diff(points)) / 2)
         if not integral > 0:
-            raise ValueError(
+            raise UsageError(
                 f"on_grid: the grid [{points[0]:.4g}, {points[-1]:.4g}] holds none of the "
                 f"density's mass (nodes in [{low:.4g}, {high:.4g}], sigma = {sigma:.4g})"
             )
@@ -249,7 +255,7 @@ def _gaussian_mixture(
 
 def _positive_int(where: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+        raise UsageError(f"{where}: {name} must be a positive int, got {value!r}")
     return value
 
 
@@ -258,13 +264,13 @@ def _distribution(where: str, value: ProbeDistribution | str) -> ProbeDistributi
         return ProbeDistribution(value)
     except ValueError:
         allowed = [d.value for d in ProbeDistribution]
-        raise ValueError(f"{where}: distribution must be one of {allowed}, got {value!r}") from None
+        raise UsageError(f"{where}: distribution must be one of {allowed}, got {value!r}") from None
 
 
 def _dimension(where: str, op: SymmetricOperator) -> int:
     n = op.num_params
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{where}: the operator's num_params must be a positive int, got {n!r}")
+        raise UsageError(f"{where}: the operator's num_params must be a positive int, got {n!r}")
     return n
 
 
@@ -284,22 +290,30 @@ def _probes(generator: torch.Generator, n: int, k: int, distribution: ProbeDistr
     return torch.stack(columns, dim=1)
 
 
-def _apply(where: str, op: SymmetricOperator, vectors: Tensor, block_size: int) -> Tensor:
+def _apply(
+    where: str,
+    op: SymmetricOperator,
+    vectors: Tensor,
+    block_size: int,
+    advance: Advance | None = None,
+) -> Tensor:
     """A @ vectors for float64 ``vectors`` of shape (n, k), ``block_size`` columns per call.
 
     Returns float64 on ``vectors``' device; each block is cast to the operator's dtype and
-    device for the product.
+    device for the product. ``advance(k)`` is called after each block of k products.
     """
     blocks = []
     for start in range(0, vectors.shape[1], block_size):
         block = vectors[:, start : start + block_size]
         product = op.matmat(block.to(device=op.device, dtype=op.dtype))
         if tuple(product.shape) != tuple(block.shape):
-            raise ValueError(
+            raise UsageError(
                 f"{where}: operator.matmat returned shape {tuple(product.shape)} for input "
                 f"of shape {tuple(block.shape)}"
             )
         blocks.append(product.to(device=vectors.device, dtype=torch.float64))
+        if advance is not None:
+            advance(block.shape[1])
     return torch.cat(blocks, dim=1)
 
 
@@ -336,6 +350,7 @@ def hutchinson_trace(
     seed: int = 0,
     distribution: ProbeDistribution | str = ProbeDistribution.RADEMACHER,
     block_size: int = 16,
+    progress: bool = True,
 ) -> TraceEstimate:
     """Hutchinson's estimate tr(A) ~ (1/m) sum_{i<m} z_i^T A z_i with random probes z_i.
 
@@ -348,6 +363,7 @@ def hutchinson_trace(
         block_size: probes per ``matmat`` call (for a Hessian operator, one data pass each);
             larger is faster and takes more memory. The probes, and so the result, do not
             depend on it.
+        progress: show the products done on stderr (terminals only).
 
     Returns:
         A :class:`TraceEstimate` with the m quadratic forms as ``samples`` and the standard
@@ -368,10 +384,12 @@ def hutchinson_trace(
     kind = _distribution(where, distribution)
     generator = torch.Generator().manual_seed(seed)
     samples = []
-    for start in range(0, num_samples, block_size):
-        probes = _probes(generator, n, min(block_size, num_samples - start), kind)
-        probes = probes.to(op.device)
-        samples.append(_quadratic_forms(probes, _apply(where, op, probes, block_size)))
+    with progress_task("trace (Hutchinson)", num_samples, progress) as advance:
+        for start in range(0, num_samples, block_size):
+            probes = _probes(generator, n, min(block_size, num_samples - start), kind)
+            probes = probes.to(op.device)
+            products = _apply(where, op, probes, block_size, advance)
+            samples.append(_quadratic_forms(probes, products))
     return _from_samples(np.concatenate(samples), num_matvecs=num_samples)
 
 
@@ -382,6 +400,7 @@ def hutchpp_trace(
     seed: int = 0,
     distribution: ProbeDistribution | str = ProbeDistribution.RADEMACHER,
     block_size: int = 16,
+    progress: bool = True,
 ) -> TraceEstimate:
     """Hutch++ (Meyer et al. 2021, Alg. 1): exact trace of a sketch plus Hutchinson on the rest.
 
@@ -402,6 +421,7 @@ def hutchpp_trace(
         seed: seed of the CPU ``torch.Generator`` for S and G.
         distribution: entries of S and G, ``"rademacher"`` or ``"gaussian"``.
         block_size: columns per ``matmat`` call.
+        progress: show the products done on stderr (terminals only).
 
     Returns:
         A :class:`TraceEstimate`: ``low_rank_part`` = tr(Q^T A Q), ``samples`` the g
@@ -411,20 +431,22 @@ def hutchpp_trace(
     n = _dimension(where, op)
     num_matvecs = _positive_int(where, "num_matvecs", num_matvecs)
     if num_matvecs < 3:
-        raise ValueError(f"{where}: num_matvecs must be at least 3, got {num_matvecs}")
+        raise UsageError(f"{where}: num_matvecs must be at least 3, got {num_matvecs}")
     block_size = _positive_int(where, "block_size", block_size)
     kind = _distribution(where, distribution)
     generator = torch.Generator().manual_seed(seed)
     sketch_size = num_matvecs // 3
     num_probes = num_matvecs - 2 * sketch_size
 
-    sketch = _probes(generator, n, sketch_size, kind).to(op.device)
-    basis = torch.linalg.qr(_apply(where, op, sketch, block_size)).Q  # (n, min(n, k))
-    low_rank_part = float(_quadratic_forms(basis, _apply(where, op, basis, block_size)).sum())
+    with progress_task("trace (Hutch++)", num_matvecs, progress) as advance:
+        sketch = _probes(generator, n, sketch_size, kind).to(op.device)
+        basis = torch.linalg.qr(_apply(where, op, sketch, block_size, advance)).Q  # (n, <= k)
+        products = _apply(where, op, basis, block_size, advance)
+        low_rank_part = float(_quadratic_forms(basis, products).sum())
 
-    probes = _probes(generator, n, num_probes, kind).to(op.device)
-    probes = probes - basis @ (basis.T @ probes)
-    samples = _quadratic_forms(probes, _apply(where, op, probes, block_size))
+        probes = _probes(generator, n, num_probes, kind).to(op.device)
+        probes = probes - basis @ (basis.T @ probes)
+        samples = _quadratic_forms(probes, _apply(where, op, probes, block_size, advance))
     used = sketch_size + basis.shape[1] + num_probes
     return _from_samples(samples, num_matvecs=used, low_rank_part=low_rank_part)
 
@@ -440,6 +462,7 @@ def spectral_density(
     seed: int = 0,
     distribution: ProbeDistribution | str = ProbeDistribution.RADEMACHER,
     tol: float | None = None,
+    progress: bool = True,
 ) -> SpectralDensity:
     """Spectral density of A by stochastic Lanczos quadrature, all runs advanced together.
 
@@ -468,6 +491,7 @@ def spectral_density(
         distribution: entries of z, ``"rademacher"`` or ``"gaussian"``.
         tol: relative breakdown threshold; default 100 eps of the operator's dtype (capped at
             1e-4), the size of the rounding in its products.
+        progress: show the products done on stderr (terminals only).
 
     Returns:
         A :class:`SpectralDensity` with ``nodes`` and ``weights`` of shape (R, m).
@@ -482,11 +506,14 @@ def spectral_density(
     if tol is None:
         tol = min(100 * torch.finfo(op.dtype).eps, 1e-4)
     elif not (math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"{where}: tol must be a non-negative finite float, got {tol!r}")
+        raise UsageError(f"{where}: tol must be a non-negative finite float, got {tol!r}")
 
     start = _probes(torch.Generator().manual_seed(seed), n, num_runs, kind).to(op.device)
     start = start / torch.linalg.vector_norm(start, dim=0)
-    alphas, betas, steps, num_matvecs = _block_lanczos_recurrence(op, start, num_iters, tol)
+    with progress_task("spectral density (SLQ)", num_iters * num_runs, progress) as advance:
+        alphas, betas, steps, num_matvecs = _block_lanczos_recurrence(
+            op, start, num_iters, tol, advance
+        )
 
     nodes = np.full((num_runs, num_iters), np.nan)
     weights = np.zeros((num_runs, num_iters))
@@ -501,7 +528,7 @@ def spectral_density(
 
 
 def _block_lanczos_recurrence(
-    op: SymmetricOperator, start: Tensor, num_iters: int, tol: float
+    op: SymmetricOperator, start: Tensor, num_iters: int, tol: float, advance: Advance
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64], int]:
     """R independent Lanczos recurrences (not block Lanczos: the runs never mix).
 
@@ -528,7 +555,7 @@ def _block_lanczos_recurrence(
         columns = torch.from_numpy(np.flatnonzero(active)).to(start.device)
         # Only running columns are multiplied; stopped ones stay zero through the updates.
         w = torch.zeros((num_runs, n), dtype=torch.float64, device=start.device)
-        w[columns] = _apply(where, op, basis[columns, j].T, num_runs).T
+        w[columns] = _apply(where, op, basis[columns, j].T, num_runs, advance).T
         num_matvecs += int(columns.numel())
         alpha = (basis[:, j] * w).sum(dim=1)
         alphas[j, active] = alpha.cpu().numpy()[active]

@@ -42,7 +42,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailwise.hessian.hvp import HVPMethod, hvp
+from tailwise._errors import UsageError
+from tailwise._modules import as_args, model_device
+from tailwise.hessian.hvp import HVPFallback, HVPMethod, hvp
 from tailwise.train.loop import Batches, Callback, History, LossTerm, fit
 
 __all__ = [
@@ -129,7 +131,10 @@ class Regularizer(abc.ABC):
     parameters that get one; :meth:`apply` turns it into an update and keeps statistics.
     ``decoupled``: move the parameters by ``-terms`` (Table 4.1, default) or add ``terms`` to
     their ``.grad``. ``hvp_method``: how theta^T H is computed
-    (:class:`tailwise.hessian.HVPMethod`).
+    (:class:`tailwise.hessian.HVPMethod`); where forward-over-reverse fails (e.g. for
+    ``mse_loss``), each regularizer warns once and computes its later products by double
+    backward (its own :class:`tailwise.hessian.HVPFallback`). The products leave the model's
+    buffers (BatchNorm statistics) as they were (:func:`tailwise.hessian.restored_buffers`).
 
     Like ``torch.optim`` objects, a regularizer has ``state_dict`` / ``load_state_dict`` (its
     counters; hyper-parameters are constructor arguments).
@@ -142,7 +147,14 @@ class Regularizer(abc.ABC):
         hvp_method: HVPMethod | str = HVPMethod.FORWARD_OVER_REVERSE,
     ) -> None:
         self.decoupled = bool(decoupled)
-        self.hvp_method = HVPMethod(hvp_method)
+        try:
+            self.hvp_method = HVPMethod(hvp_method)
+        except ValueError:
+            allowed = [m.value for m in HVPMethod]
+            raise UsageError(
+                f"{type(self).__name__}: hvp_method must be one of {allowed}, got {hvp_method!r}"
+            ) from None
+        self._fallback = HVPFallback()
         self._steps = 0
         self._hvp_count = 0
         self._last_fraction = math.nan
@@ -206,7 +218,15 @@ class Regularizer(abc.ABC):
         """theta^T H per parameter (= H theta, H symmetric): one HVP with theta detached."""
         theta = {name: p.detach() for name, p in _trainable(model).items()}
         self._hvp_count += 1
-        return hvp(model, loss_fn, inputs, targets, theta, method=self.hvp_method)
+        return hvp(
+            model,
+            loss_fn,
+            inputs,
+            targets,
+            theta,
+            hvp_method=self.hvp_method,
+            fallback=self._fallback,
+        )
 
     @property
     def stats(self) -> RegularizerStats:
@@ -450,7 +470,7 @@ def regularized_step(
     >>> loss.ndim
     0
     """
-    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    args = as_args(inputs)
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model(*args), targets)
     loss.backward()
@@ -485,12 +505,6 @@ class _Clock(Callback):
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
         self.epoch = epoch
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for parameter in model.parameters():
-        return parameter.device
-    return torch.device("cpu")
 
 
 def fit_regularized(
@@ -549,7 +563,7 @@ def fit_regularized(
         if recorder.current is None:
             raise RuntimeError("fit_regularized: optimizer.step() before any batch was loaded")
         inputs, targets = recorder.current
-        target_device = _model_device(model)
+        target_device = model_device(model)
         t = clock.epoch if unit is TimeUnit.EPOCH else steps
         regularizer.apply(model, loss, inputs.to(target_device), targets.to(target_device), t)
         steps += 1
