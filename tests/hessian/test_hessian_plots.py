@@ -120,3 +120,16 @@ def test_plot_eigenvalues_of_nothing_says_so() -> None:
 def test_docstring_examples_run() -> None:
     failures, tried = doctest.testmod(plots_module, raise_on_error=False)
     assert tried > 0 and failures == 0
+
+
+def test_shares_the_plot_helpers_without_private_imports() -> None:
+    import inspect
+    import re
+
+    from tailwise import _plotting
+
+    source = inspect.getsource(plots_module)
+    assert not re.search(r"from tailwise\.\w+(\.\w+)* import _", source)
+    fig, ax = _plotting.new_axes(None, (3.0, 2.0))
+    assert plot_eigenvalues([3.0, 1.0], ax=ax, title="a $b") is fig
+    assert ax.get_title() == r"a \$b"

@@ -33,8 +33,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
+from tailwise._plotting import new_axes, plain_text
 from tailwise.hessian.trace import SpectralDensity
-from tailwise.spectral.plots import _new_axes, _plain
 
 __all__ = ["plot_density", "plot_eigenvalues"]
 
@@ -69,7 +69,7 @@ def plot_density(
     Returns:
         The figure drawn on.
     """
-    fig, ax = _new_axes(ax, (6.0, 4.0))
+    fig, ax = new_axes(ax, (6.0, 4.0))
     grid, values = density.on_grid(sigma=sigma, num_points=num_points)
     peak = float(values.max())
     if log:
@@ -110,7 +110,9 @@ def plot_density(
     ax.set_xlabel("eigenvalue λ")
     ax.set_ylabel("density")
     ax.set_xlim(float(grid[0]), float(grid[-1]))
-    ax.set_title(_plain(title) if title else f"Hessian spectral density (n = {density.num_params})")
+    ax.set_title(
+        plain_text(title) if title else f"Hessian spectral density (n = {density.num_params})"
+    )
     ax.legend(loc="best", fontsize="small")
     return fig
 
@@ -132,12 +134,12 @@ def plot_eigenvalues(
         The figure drawn on; the points carry gid ``"eigenvalues"`` and the line λ = 0 gid
         ``"zero"`` (negative eigenvalues of a Hessian mark directions of negative curvature).
     """
-    fig, ax = _new_axes(ax, (6.0, 4.0))
+    fig, ax = new_axes(ax, (6.0, 4.0))
     values = np.asarray(eigenvalues, dtype=np.float64).ravel()
     values = np.sort(values[np.isfinite(values)])[::-1]
     ax.set_xlabel("rank")
     ax.set_ylabel("eigenvalue λ")
-    ax.set_title(_plain(title) if title else f"{values.size} eigenvalues")
+    ax.set_title(plain_text(title) if title else f"{values.size} eigenvalues")
     if values.size == 0:
         ax.text(0.5, 0.5, "no eigenvalues", ha="center", va="center", transform=ax.transAxes)
         return fig

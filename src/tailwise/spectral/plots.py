@@ -33,10 +33,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure, SubFigure
+from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 
+from tailwise._plotting import new_axes, plain_text
 from tailwise.spectral.mp import marchenko_pastur_edges, marchenko_pastur_pdf
 
 __all__ = ["figure_to_data_uri", "plot_alpha", "plot_esd_loglog", "plot_esd_mp"]
@@ -49,34 +49,7 @@ _WARNING_COLOURS = {
     "under-trained": ("tab:orange", "under-trained (α > 6)"),
     "over-trained": ("tab:red", "over-trained (α < 2)"),
 }
-_MAX_TITLE_CHARS = 70
 _MAX_TICK_LABELS = 40
-
-
-def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
-    """Return ``(root figure, axes)``: ``ax`` itself, or one axes on a new Agg figure."""
-    if ax is not None:
-        return _root_figure(ax), ax
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
-
-
-def _root_figure(ax: Axes) -> Figure:
-    """The top-level :class:`Figure` holding ``ax`` (through any subfigures)."""
-    parent: Figure | SubFigure | None = ax.get_figure()
-    while isinstance(parent, SubFigure):
-        parent = parent.get_figure()
-    if not isinstance(parent, Figure):
-        raise ValueError("plots: the given axes do not belong to a figure")
-    return parent
-
-
-def _plain(text: str) -> str:
-    """Text safe for Matplotlib: a ``$`` in a layer name must not start mathtext."""
-    if len(text) > _MAX_TITLE_CHARS:
-        text = "…" + text[-(_MAX_TITLE_CHARS - 1) :]
-    return text.replace("$", r"\$")
 
 
 def _short(name: str, limit: int = 24) -> str:
@@ -97,7 +70,7 @@ def _is_number(value: float | None) -> bool:
 
 
 def _join_title(title: str | None, note: str | None) -> str:
-    parts = [_plain(title)] if title else []
+    parts = [plain_text(title)] if title else []
     if note:
         parts.append(f"({note})")
     return " ".join(parts)
@@ -154,7 +127,7 @@ def plot_esd_loglog(
         from ``xmin`` to ``xmax`` (or the largest eigenvalue) and integrates over that range
         to the share of eigenvalues that lie in it, so it sits on the histogram's tail.
     """
-    fig, ax = _new_axes(ax, (6.0, 4.0))
+    fig, ax = new_axes(ax, (6.0, 4.0))
     values = _finite(evals)
     values = values[values > 0]
     ax.set_xlabel("eigenvalue λ")
@@ -245,7 +218,7 @@ def plot_esd_mp(
         The figure drawn on, with the density ``marchenko_pastur_pdf(x, q, sigma)``, the bulk
         edge lambda_+ as a vertical line and the eigenvalues above it as a rug.
     """
-    fig, ax = _new_axes(ax, (6.0, 4.0))
+    fig, ax = new_axes(ax, (6.0, 4.0))
     values = np.clip(_finite(evals), 0.0, None)
     ax.set_xlabel("λ / mean(λ)")
     ax.set_ylabel("density")
@@ -343,7 +316,7 @@ def plot_alpha(df: pd.DataFrame, *, ax: Axes | None = None) -> Figure:
     """
     if "alpha" not in df.columns:
         raise ValueError("plot_alpha: the table has no 'alpha' column")
-    fig, ax = _new_axes(ax, (10.0, 3.6))
+    fig, ax = new_axes(ax, (10.0, 3.6))
     positions = np.arange(len(df))
     alpha = pd.to_numeric(df["alpha"], errors="coerce").to_numpy(dtype=np.float64)
     keep = np.isfinite(alpha)
