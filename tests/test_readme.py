@@ -1,14 +1,18 @@
-"""Every ```python block of the README runs, in order, in one namespace."""
+"""Every ```python block of the README runs, in order, in one namespace, in a temporary
+working directory; nothing that runs in the test suite leaves output files in the checkout."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import matplotlib
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
@@ -45,3 +49,30 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         code = compile(block, f"README.md python block {index + 1}", "exec")
         exec(code, namespace)
     assert (tmp_path / "report.html").exists()
+
+
+# What examples, doctests and commands write: figures, reports, tables, checkpoints.
+OUTPUT_SUFFIXES = frozenset({".png", ".svg", ".pdf", ".html", ".csv", ".safetensors", ".pt"})
+
+
+def test_nothing_left_output_files_in_the_checkout() -> None:
+    """README blocks (above) and doctests write into temporary folders, never into the working
+    directory: a figure once ended up committed at the repository root. pytest runs the
+    doctests of ``src/tailwise`` before ``tests/`` (``testpaths``), so this also sees theirs."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    strays = [
+        path
+        for path in listed
+        if Path(path).suffix.lower() in OUTPUT_SUFFIXES
+        and (REPO / path).exists()
+        and ("/" not in path or path.startswith(("src/", "tests/")))
+    ]
+    assert not strays, f"output files in the checkout (write them to a tmp_path): {strays}"

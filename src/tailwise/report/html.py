@@ -4,13 +4,16 @@ The page needs nothing but itself: CSS is inline, figures are PNG ``data:`` URIs
 JavaScript, and a Content-Security-Policy forbids loading anything from elsewhere. Every string
 that comes from the table (layer names, reasons, the source) is HTML-escaped.
 
-Example::
+Example (written into a temporary folder here)::
 
-    >>> from tailwise.spectral.analyze import analyze  # doctest: +SKIP
-    >>> from tailwise.report import write_html  # doctest: +SKIP
-    >>> df = analyze(model, keep_evals=True, progress=False)  # doctest: +SKIP
-    >>> write_html(df, "report.html")  # doctest: +SKIP
-    PosixPath('report.html')
+    >>> import pathlib, tempfile
+    >>> from torch import nn
+    >>> from tailwise.spectral.analyze import analyze
+    >>> from tailwise.report import write_html
+    >>> df = analyze(nn.Linear(64, 32), keep_evals=True, progress=False)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_html(df, pathlib.Path(folder) / "report.html").name
+    'report.html'
 """
 
 from __future__ import annotations

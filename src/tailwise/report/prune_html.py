@@ -75,9 +75,10 @@ def write_prune_html(
 
     >>> from tailwise.models import MLP
     >>> from tailwise.prune import prune_magnitude
-    >>> import tempfile, pathlib
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> write_prune_html(prune_magnitude(MLP(8, [16], 4), 0.5), folder / "prune.html").name
+    >>> import pathlib, tempfile
+    >>> result = prune_magnitude(MLP(8, [16], 4), 0.5)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_prune_html(result, pathlib.Path(folder) / "prune.html").name
     'prune.html'
     """
     if not isinstance(result, PruneResult):
