@@ -19,6 +19,7 @@ from tailwise.data import digits_loaders
 from tailwise.models import MLP
 from tailwise.reference import reference_checkpoint, reference_metadata, reference_model
 from tailwise.train import evaluate
+from tailwise.weights import WeightsError
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,17 @@ def test_wrong_reference_in_cache_is_reported(
     )
     reference_checkpoint(progress=False)
     with pytest.raises(ValueError, match="retrain=True"):
+        reference_model(progress=False)
+
+
+def test_corrupt_cached_file_is_reported_with_its_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TAILWISE_CACHE_DIR", str(tmp_path))
+    path = tmp_path / "reference-mlp-digits-v1.safetensors"
+    path.write_bytes(b"stale")
+    monkeypatch.setattr(reference, "_train", _no_training)
+    with pytest.raises(WeightsError, match="reference-mlp-digits-v1"):
         reference_model(progress=False)
 
 

@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from tailwise._io import atomic_path
 from tailwise._threads import single_threaded
@@ -24,6 +23,7 @@ from tailwise.cache import cache_dir
 from tailwise.data.digits import NUM_CLASSES, NUM_FEATURES, digits_loaders
 from tailwise.models import MLP
 from tailwise.train.loop import evaluate, fit
+from tailwise.weights import load_safetensors, read_safetensors_metadata
 
 # Bump the version whenever the recipe below changes: the cached file is found by name only.
 REFERENCE_NAME = "mlp-digits-v1"
@@ -125,13 +125,14 @@ def reference_checkpoint(*, progress: bool = True, retrain: bool = False) -> Pat
 def reference_metadata(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """String metadata of a reference checkpoint (default: the cached one, trained if needed).
 
+    Read with :func:`tailwise.weights.read_safetensors_metadata`: a corrupt or truncated file
+    raises :class:`~tailwise.weights.WeightsError` naming it.
+
     >>> float(reference_metadata()["test_accuracy"]) >= 0.95
     True
     """
     file = reference_checkpoint(progress=False) if path is None else Path(path)
-    with safe_open(os.fspath(file), framework="pt") as handle:
-        metadata: dict[str, str] | None = handle.metadata()
-    return dict(metadata or {})
+    return read_safetensors_metadata(file)
 
 
 def reference_model(
@@ -158,5 +159,5 @@ def reference_model(
             "delete it or call with retrain=True"
         )
     model = _build(RECIPE)
-    model.load_state_dict(load_file(os.fspath(path)))
+    model.load_state_dict(load_safetensors(path))
     return model.to("cpu" if device is None else device).eval()
