@@ -1,5 +1,6 @@
 """Offline data sets and loaders (no downloads at run time)."""
 
+from tailwise.data.batches import check_accepts, dataset_batches
 from tailwise.data.digits import digits_loaders, load_digits_dataset
 from tailwise.data.mnist1d import load_mnist1d, mnist1d_loaders
 from tailwise.data.synthetic import (
@@ -12,6 +13,8 @@ from tailwise.data.synthetic import (
 )
 
 __all__ = [
+    "check_accepts",
+    "dataset_batches",
     "digits_loaders",
     "load_digits_dataset",
     "load_mnist1d",
