@@ -15,7 +15,8 @@ from numpy.typing import NDArray
 from safetensors.torch import save_file
 from torch import nn
 
-from tailwise.spectral.analyze import COLUMNS, analyze, summary
+from tailwise import UsageError
+from tailwise.spectral.analyze import COLUMNS, TEXT_COLUMNS, analyze, summary
 from tailwise.weights import WeightsError
 
 INT_COLUMNS = {
@@ -29,8 +30,7 @@ INT_COLUMNS = {
     "rank_loss",
     "num_spikes",
 }
-TEXT_COLUMNS = {"name", "kind", "warning", "status", "reason"}
-FLOAT_COLUMNS = [c for c in COLUMNS if c not in INT_COLUMNS | TEXT_COLUMNS]
+FLOAT_COLUMNS = [c for c in COLUMNS if c not in INT_COLUMNS | set(TEXT_COLUMNS)]
 # Columns that every analysed (status ok) row fills with a finite number.
 OK_FINITE = [
     "Q",
@@ -327,6 +327,60 @@ def test_invalid_options_raise_value_error_naming_the_option(
     with pytest.raises(ValueError, match=rf"\b{option}\b") as info:
         run(nn.Linear(4, 4), **options)
     assert repr(value) in str(info.value)
+    assert isinstance(info.value, UsageError)  # the CLI prints it as one "error:" line
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"include": "("}, "include: invalid regular expression"),
+        ({"exclude": "[a"}, "exclude: invalid regular expression"),
+        ({"workers": 0}, "workers must be a positive integer"),
+        ({"device": "no-such-device"}, "device 'no-such-device'"),
+    ],
+)
+def test_more_usage_errors(options: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        run(nn.Linear(4, 4), **options)
+
+
+class Owned(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Module()
+        self.encoder.query = nn.Linear(12, 10)
+        self.conv = nn.Conv2d(3, 6, 2)
+        self.attn = nn.MultiheadAttention(8, 2)
+        self.rnn = nn.GRU(5, 7)
+        self.weight = nn.Parameter(torch.randn(9, 4))
+
+
+def test_layer_column_names_the_owning_module(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Owned()
+    df = run(model, conv="slices")
+    assert list(df.columns[:3]) == ["name", "layer", "kind"]
+    layers = dict(zip(df["name"], df["layer"], strict=True))
+    assert layers["encoder.query.weight"] == "encoder.query"
+    assert layers["encoder.query.bias"] == "encoder.query"
+    assert layers["conv.weight[0,1]"] == "conv"  # conv slice rows keep their module
+    assert layers["attn.in_proj_weight[k]"] == "attn"
+    assert layers["attn.out_proj.weight"] == "attn.out_proj"
+    assert layers["rnn.weight_hh_l0"] == "rnn"
+    assert layers["weight"] == ""
+    modules = dict(model.named_modules())
+    assert set(df["layer"]) <= set(modules)
+    path = tmp_path / "owned.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    from_file = run(path, conv="slices")
+    assert dict(zip(from_file["name"], from_file["layer"], strict=True)) == layers
+
+
+def test_text_columns_are_public_and_the_old_name_still_works() -> None:
+    from tailwise.spectral import analyze as analyze_module
+
+    assert "layer" in TEXT_COLUMNS and set(TEXT_COLUMNS) <= set(COLUMNS)
+    assert analyze_module._TEXT_COLUMNS == TEXT_COLUMNS
 
 
 def test_missing_file_raises_weights_error(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -460,13 +461,20 @@ def test_median_xmin_with_ties() -> None:
     assert fit.xmin == xmin
 
 
-def test_hill_alpha_nan_without_two_positive_values() -> None:
-    assert math.isnan(hill_alpha([]))
-    assert math.isnan(hill_alpha([0.0, 0.0, 5.0]))
+def test_hill_alpha_raises_without_two_positive_values() -> None:
+    # The same failure as tailwise.tails.hill_tail_index: ValueError, never NaN.
+    with pytest.raises(ValueError, match=r"^hill_alpha: no eigenvalues"):
+        hill_alpha([])
+    with pytest.raises(ValueError, match=r"^hill_alpha: fewer than 2 eigenvalues"):
+        hill_alpha([0.0, 0.0, 5.0])
+    with pytest.raises(ValueError, match=r"^hill_alpha: .*NaN or infinite"):
+        hill_alpha([1.0, 2.0, math.nan])
     # two values: the "median tail" is the single top value, the formula is 1 + 1/0
     fit = fit_power_law([1.0, 3.0], xmin="median")
     assert fit.status == "failed" and fit.reason
-    assert math.isnan(hill_alpha([1.0, 3.0]))
+    assert math.isnan(fit.alpha)
+    with pytest.raises(ValueError, match=f"^hill_alpha: {re.escape(fit.reason)}$"):
+        hill_alpha([1.0, 3.0])
 
 
 def test_fixed_xmin_at_data_value() -> None:

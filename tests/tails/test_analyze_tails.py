@@ -13,9 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tailwise import UsageError
 from tailwise.models import MLP, SmallCNN
 from tailwise.tails import analyze as analyze_module
-from tailwise.tails import analyze_tails, hill_alpha, layer_rows, mmo_alpha, sample_sas
+from tailwise.tails import analyze_tails, hill_tail_index, layer_rows, mmo_alpha, sample_sas
 from tailwise.tails.analyze import TAILS_COLUMNS
 from tailwise.weights import iter_layers
 
@@ -65,10 +66,10 @@ def test_conv_rows_are_kernels_and_linear_rows_are_out_rows() -> None:
     )
     assert df.loc["1.weight", "alpha_mmo_rows"] == mmo_alpha(linear.weight, multivariate=True)
     assert df.loc["0.weight", "alpha_mmo"] == mmo_alpha(conv.weight)
-    assert df.loc["1.weight", "alpha_hill"] == hill_alpha(linear.weight)
+    assert df.loc["1.weight", "alpha_hill"] == hill_tail_index(linear.weight)
     rows = linear.weight.detach().double().numpy()
     norms = np.linalg.norm(rows - np.median(rows, axis=0), axis=1)
-    assert df.loc["1.weight", "alpha_rownorm"] == hill_alpha(norms, center=False)
+    assert df.loc["1.weight", "alpha_rownorm"] == hill_tail_index(norms, center=False)
 
 
 def test_heavy_tailed_mlp_estimates() -> None:
@@ -158,6 +159,46 @@ def test_option_errors() -> None:
         analyze_tails(model, permutations=-2)
     with pytest.raises(ValueError, match="seed must be an integer"):
         analyze_tails(model, seed=0.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("option", ["include", "exclude"])
+def test_invalid_patterns_and_options_are_usage_errors(option: str) -> None:
+    model = torch.nn.Linear(8, 8)
+    with pytest.raises(UsageError, match=f"^{option}: invalid regular expression"):
+        analyze_tails(model, **{option: "("})
+    with pytest.raises(UsageError, match="cap must be a positive number"):
+        analyze_tails(model, cap=0)
+
+
+def test_layer_column_names_the_owning_module(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.encoder = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+    model.attn = torch.nn.MultiheadAttention(8, 2)
+    model.rnn = torch.nn.LSTM(8, 4)
+    model.weight = torch.nn.Parameter(torch.randn(4, 8))
+    df = analyze_tails(model, permutations=0, progress=False)
+    assert list(df.columns[:3]) == ["name", "layer", "kind"]
+    layers = dict(zip(df["name"], df["layer"], strict=True))
+    assert layers["encoder.0.weight"] == "encoder.0"
+    assert layers["encoder.1.bias"] == "encoder.1"
+    assert layers["attn.in_proj_weight[q]"] == "attn"
+    assert layers["attn.out_proj.weight"] == "attn.out_proj"
+    assert layers["rnn.weight_ih_l0"] == "rnn"
+    assert layers["weight"] == ""
+    path = tmp_path / "m.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    from_file = analyze_tails(path, permutations=0, progress=False)
+    assert dict(zip(from_file["name"], from_file["layer"], strict=True)) == layers
+
+
+def test_layer_rows_match_analyze() -> None:
+    from tailwise import analyze
+
+    model = SmallCNN()
+    tails = analyze_tails(model, permutations=0, progress=False)
+    spectral = analyze(model, progress=False)
+    assert list(tails["layer"]) == list(spectral["layer"])
 
 
 def test_docstring_examples() -> None:

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from tailwise.spectral.powerlaw import hill_alpha as spectral_hill_alpha
 from tailwise.tails import estimators
-from tailwise.tails.estimators import hill_alpha, mmo_alpha, mmo_block_sizes
+from tailwise.tails.estimators import hill_tail_index, mmo_alpha, mmo_block_sizes
 from tailwise.tails.stable import sample_elliptic, sample_sas
 
 ALPHAS = (1.2, 1.5, 1.8)
@@ -152,7 +152,7 @@ def test_torch_tensors_of_any_float_dtype() -> None:
     assert mmo_alpha(torch.from_numpy(x).requires_grad_()) == expected
     assert mmo_alpha(torch.from_numpy(x).double()) == expected  # float32 values exactly
     assert mmo_alpha(torch.from_numpy(x).to(torch.bfloat16)) == pytest.approx(1.5, abs=0.1)
-    assert hill_alpha(torch.from_numpy(x)) == hill_alpha(x)
+    assert hill_tail_index(torch.from_numpy(x)) == hill_tail_index(x)
     rows = torch.from_numpy(x).reshape(-1, 4)
     assert mmo_alpha(rows, multivariate=True) == mmo_alpha(rows.numpy(), multivariate=True)
 
@@ -162,7 +162,7 @@ def test_torch_tensors_of_any_float_dtype() -> None:
 def test_cuda_tensors() -> None:
     x = torch.from_numpy(np.asarray(sample_sas(1.5, 20_000, seed=15)))
     assert mmo_alpha(x.cuda()) == mmo_alpha(x)
-    assert hill_alpha(x.cuda()) == hill_alpha(x)
+    assert hill_tail_index(x.cuda()) == hill_tail_index(x)
 
 
 def test_input_errors_say_what_and_how_many() -> None:
@@ -196,22 +196,22 @@ def test_input_errors_say_what_and_how_many() -> None:
 def test_hill_recovers_the_pareto_index(alpha: float) -> None:
     rng = np.random.default_rng(16)
     pareto = rng.pareto(alpha, 100_000) + 1.0  # P(Z > t) = t^-alpha, t >= 1
-    assert hill_alpha(pareto, center=False) == pytest.approx(alpha, rel=0.1)
-    assert hill_alpha(pareto, k=2000, center=False) == pytest.approx(alpha, rel=0.05)
+    assert hill_tail_index(pareto, center=False) == pytest.approx(alpha, rel=0.1)
+    assert hill_tail_index(pareto, k=2000, center=False) == pytest.approx(alpha, rel=0.05)
     # Exactly symmetric (median 0): the centred default sees |x| = the Pareto sample twice.
     symmetric = np.concatenate([pareto, -pareto])
-    assert hill_alpha(symmetric, k=4000) == pytest.approx(alpha, rel=0.05)
+    assert hill_tail_index(symmetric, k=4000) == pytest.approx(alpha, rel=0.05)
 
 
 def test_hill_formula_and_default_k() -> None:
     z = np.array([8.0, 1.0, 4.0, 2.0, 0.5, 16.0])
     # Two largest (16, 8) over the third (4): 2 / (ln 4 + ln 2).
-    assert hill_alpha(z, k=2, center=False) == pytest.approx(2 / math.log(8))
+    assert hill_tail_index(z, k=2, center=False) == pytest.approx(2 / math.log(8))
     assert estimators.default_hill_k(100) == 10
     assert estimators.default_hill_k(101) == 11
     assert estimators.default_hill_k(2) == 1
     x = np.asarray(sample_sas(1.5, 1000, seed=17))
-    assert hill_alpha(x) == hill_alpha(x, k=32)
+    assert hill_tail_index(x) == hill_tail_index(x, k=32)
 
 
 def test_hill_relation_to_the_spectral_density_estimator() -> None:
@@ -220,23 +220,43 @@ def test_hill_relation_to_the_spectral_density_estimator() -> None:
     evals = np.random.default_rng(18).pareto(2.5, 1001) + 1.0
     n = evals.size
     k = n - n // 2 - 1
-    tail = hill_alpha(evals, k=k, center=False)
+    tail = hill_tail_index(evals, k=k, center=False)
     assert spectral_hill_alpha(evals) - 1.0 == pytest.approx((k + 1) / k * tail, rel=1e-12)
 
 
 def test_hill_errors() -> None:
     with pytest.raises(ValueError, match="at least 2 values, got 1"):
-        hill_alpha([1.0])
+        hill_tail_index([1.0])
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, 9\]"):
-        hill_alpha(np.arange(10.0), k=10)
+        hill_tail_index(np.arange(10.0), k=10)
     with pytest.raises(ValueError, match="only 2 of 10 values differ from the centre"):
-        hill_alpha([0.0] * 8 + [1.0, 2.0], k=3, center=False)
+        hill_tail_index([0.0] * 8 + [1.0, 2.0], k=3, center=False)
     with pytest.raises(ValueError, match="1 of 3 values are NaN"):
-        hill_alpha([1.0, 2.0, np.nan])
-    assert hill_alpha([1.0, 1.0, 1.0, 0.5], k=2, center=False) == math.inf
+        hill_tail_index([1.0, 2.0, np.nan])
+    assert hill_tail_index([1.0, 1.0, 1.0, 0.5], k=2, center=False) == math.inf
 
 
 def test_docstring_examples() -> None:
     failures, tried = doctest.testmod(estimators, raise_on_error=False)
     assert tried > 0
     assert failures == 0
+
+
+def test_hill_alpha_is_a_deprecated_alias_of_hill_tail_index() -> None:
+    x = np.random.default_rng(5).standard_cauchy(1000)
+    assert estimators.hill_alpha is hill_tail_index
+    assert estimators.hill_alpha(x) == hill_tail_index(x)
+    assert "hill_alpha" not in estimators.__all__
+    import tailwise.tails
+
+    assert "hill_tail_index" in tailwise.tails.__all__
+    assert not hasattr(tailwise.tails, "hill_alpha")
+
+
+@pytest.mark.parametrize("values", [[], [1.0], [1.0, np.nan, 2.0, 3.0]])
+def test_both_hill_estimators_fail_the_same_way(values: list[float]) -> None:
+    # Fewer than 2 usable values (or unusable ones): ValueError naming the function, never NaN.
+    with pytest.raises(ValueError, match=r"^hill_tail_index: "):
+        hill_tail_index(values)
+    with pytest.raises(ValueError, match=r"^hill_alpha: "):
+        spectral_hill_alpha(values)

@@ -3,6 +3,7 @@
 Data flow (DESIGN.md): ``iter_layers(source)`` -> ``esd.eigenvalues(layer)`` ->
 ``powerlaw.fit_power_law(evals)`` + ``metrics.*(evals)`` -> one row per matrix. A layer that
 cannot be analysed becomes a row with ``status="failed"`` and a reason; the rest go on.
+Rows are keyed by ``name`` (the parameter) and ``layer`` (the module that owns it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import math
 import os
 import re
 import sys
-import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -23,7 +23,9 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from tailwise._errors import UsageError
 from tailwise._progress import progress_bar
+from tailwise._seeds import derive_seed
 from tailwise._threads import single_threaded
 from tailwise.spectral.esd import (
     ESD,
@@ -40,9 +42,9 @@ from tailwise.spectral.metrics import (
     spectral_distance,
 )
 from tailwise.spectral.powerlaw import FixFingers, PowerLawFit, XminMethod, fit_power_law
-from tailwise.weights import LayerWeights, WeightSource, iter_layers
+from tailwise.weights import LayerWeights, WeightSource, describe_source, iter_layers
 
-__all__ = ["COLUMNS", "AnalyzeOptions", "analyze", "analyze_layer", "summary"]
+__all__ = ["COLUMNS", "TEXT_COLUMNS", "AnalyzeOptions", "analyze", "analyze_layer", "summary"]
 
 T = TypeVar("T")
 
@@ -52,6 +54,7 @@ OVER_TRAINED_ALPHA = 2.0
 #: Columns of the table, in order. Meanings: README "The analysis table".
 COLUMNS: tuple[str, ...] = (
     "name",
+    "layer",
     "kind",
     "N",
     "M",
@@ -86,7 +89,9 @@ COLUMNS: tuple[str, ...] = (
 )
 _INT_COLUMNS = ("N", "M", "rf", "num_evals", "num_pl_spikes", "num_fingers", "matrix_rank",
                 "rank_loss", "num_spikes")  # fmt: skip
-_TEXT_COLUMNS = ("name", "kind", "warning", "status", "reason")
+#: The columns that hold text; every other column is a number.
+TEXT_COLUMNS: tuple[str, ...] = ("name", "layer", "kind", "warning", "status", "reason")
+_TEXT_COLUMNS = TEXT_COLUMNS  # temporary: removed once prune/ uses TEXT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ class AnalyzeOptions:
                 return enum_type(value)
             except ValueError:
                 allowed = ", ".join(repr(e.value) for e in enum_type)
-                raise ValueError(
+                raise UsageError(
                     f"analyze: {what} must be one of {allowed}; got {value!r}"
                 ) from None
 
@@ -131,9 +136,9 @@ class AnalyzeOptions:
         elif isinstance(fit, (int, float)) and math.isfinite(fit) and fit > 0:
             fit_choice = float(fit)
         else:
-            raise ValueError(f"analyze: fit must be 'ks', 'median' or a positive xmin; got {fit!r}")
+            raise UsageError(f"analyze: fit must be 'ks', 'median' or a positive xmin; got {fit!r}")
         if xmax is not None and not (isinstance(xmax, (int, float)) and xmax > 0):
-            raise ValueError(f"analyze: xmax must be a positive number or None; got {xmax!r}")
+            raise UsageError(f"analyze: xmax must be a positive number or None; got {xmax!r}")
         return cls(
             fit=fit_choice,
             xmax=None if xmax is None else float(xmax),
@@ -146,14 +151,30 @@ class AnalyzeOptions:
             ),
             method=choice(EigenMethod, method, "method"),
             rand_distance=bool(rand_distance),
-            device=None if device is None else torch.device(device),
+            device=_device(device),
             seed=int(seed),
         )
 
 
+def _device(device: str | torch.device | None) -> torch.device | None:
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise UsageError(f"analyze: device {device!r} is not a torch device ({exc})") from None
+
+
 def _empty_row(layer: LayerWeights) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
-    row.update(name=layer.name, kind=layer.kind.value, warning="", status="skipped", reason="")
+    row.update(
+        name=layer.name,
+        layer=layer.layer,
+        kind=layer.kind.value,
+        warning="",
+        status="skipped",
+        reason="",
+    )
     if len(layer.shape) >= 2:
         n, m = layer.shape[0], layer.shape[1]
         row.update(N=max(n, m), M=min(n, m), rf=math.prod(layer.shape[2:]))
@@ -233,7 +254,7 @@ def _log_frobenius(esds: list[tuple[str, ESD]], options: AnalyzeOptions) -> floa
 
 def _permuted(tensor: torch.Tensor, seed: int, name: str) -> torch.Tensor:
     """The entries of ``tensor`` randomly permuted; reproducible per (seed, layer name)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+    gen = torch.Generator().manual_seed(derive_seed(seed, name))
     flat = tensor.reshape(-1)
     perm = torch.randperm(flat.numel(), generator=gen).to(flat.device)
     return flat[perm].reshape(tensor.shape)
@@ -381,13 +402,16 @@ def analyze(
     ``workers``: layers analysed in parallel threads (default: one per CPU core for an
     in-memory model on the CPU; 1 for files, so that one tensor at a time is in memory).
 
-    Columns: :data:`COLUMNS` (documented in the README). ``df.attrs`` also holds
-    ``"source"`` and ``"options"``.
+    Columns: :data:`COLUMNS` (documented in the README): ``name`` is the parameter name
+    (with a ``[i,j]`` suffix for conv slices), ``layer`` the module that owns it (``""`` for a
+    top-level parameter), the key every table of the package joins on. ``df.attrs`` also
+    holds ``"source"`` and ``"options"``. Invalid options raise :class:`tailwise.UsageError`.
 
     >>> import torch
     >>> df = analyze(torch.nn.Linear(100, 50), progress=False)
-    >>> df.loc[0, ["name", "N", "M", "status"]].tolist()
-    ['weight', 100, 50, 'ok']
+    >>> row = df.iloc[0]
+    >>> row["name"], row["layer"], int(row["N"]), int(row["M"]), row["status"]
+    ('weight', '', 100, 50, 'ok')
     """
     options = AnalyzeOptions.parse(
         fit=fit,
@@ -406,7 +430,7 @@ def analyze(
     if workers is None:
         workers = (os.cpu_count() or 1) if in_memory and on_cpu else 1
     if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"analyze: workers must be a positive integer or None; got {workers!r}")
+        raise UsageError(f"analyze: workers must be a positive integer or None; got {workers!r}")
     batches = _equal_layer_batches(layers, options) if in_memory else {}
     rows: list[dict[str, Any]] = []
     spectra: dict[str, NDArray[np.float64]] = {}
@@ -416,7 +440,7 @@ def analyze(
         rows.extend(layer_rows)
         spectra.update(layer_spectra)
     df = _to_frame(rows)
-    df.attrs["source"] = _describe(source)
+    df.attrs["source"] = describe_source(source)
     df.attrs["options"] = {
         "fit": options.fit.value if isinstance(options.fit, XminMethod) else options.fit,
         "xmax": options.xmax,
@@ -510,14 +534,6 @@ def _equal_layer_batches(
 
 def _bytes(layer: LayerWeights) -> int:
     return 8 * math.prod(layer.shape)
-
-
-def _describe(source: object) -> str:
-    if isinstance(source, torch.nn.Module):
-        return f"{type(source).__name__} (in memory)"
-    if isinstance(source, dict):
-        return "state dict (in memory)"
-    return str(source)
 
 
 _SUMMARY_MEANS = (

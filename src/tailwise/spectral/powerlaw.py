@@ -120,12 +120,22 @@ def _clean(values: ArrayLike) -> tuple[FloatArray | None, str]:
 
 
 def hill_alpha(values: ArrayLike) -> float:
-    """TempBalance's Hill ('median') estimator: xmin = the median eigenvalue.
+    """TempBalance's Hill ('median') estimator of an ESD's *density* exponent.
 
-    Sort ascending, i = n // 2, k = n - i: alpha = 1 + k / (sum_{j >= i} ln x_j - k ln x_i).
-    Returns NaN when there are fewer than 2 positive values.
+    xmin = the median eigenvalue. Sort ascending, i = n // 2, k = n - i:
+    alpha = 1 + k / (sum_{j >= i} ln x_j - k ln x_i), the exponent of p(x) ∝ x^-alpha, i.e.
+    1 + a tail index (for the tail index of entries see
+    :func:`tailwise.tails.estimators.hill_tail_index`). Raises ``ValueError`` (the same
+    failure as ``hill_tail_index``) when there is no tail to fit: fewer than 2 usable
+    (positive, above the zero threshold) values, non-finite values, or a flat spectrum.
+    :func:`fit_power_law` with ``xmin="median"`` reports the same cases as a failed fit.
+
+    >>> round(hill_alpha([1.0, 2.0, 4.0, 8.0]), 3)
+    3.885
     """
     fit = fit_power_law(values, xmin="median")
+    if not fit.ok:
+        raise ValueError(f"hill_alpha: {fit.reason}")
     return fit.alpha
 
 

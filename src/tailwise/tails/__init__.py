@@ -1,7 +1,7 @@
 """Entry-wise heavy tails of weights and their compressibility (source 003).
 
 * :mod:`~tailwise.tails.estimators` -- tail-index estimators: MMO (univariate, multivariate,
-  order-statistic) and Hill.
+  order-statistic) and Hill (:func:`hill_tail_index`).
 * :mod:`~tailwise.tails.stable` -- alpha-stable samplers (iid symmetric, totally skewed,
   sub-Gaussian elliptic) and source 003's synthetic layers.
 * :mod:`~tailwise.tails.compress` -- best-k-term approximation and relative lp compression
@@ -18,7 +18,7 @@ from tailwise.tails.compress import (
     global_keep_ratios,
     keep_ratio_for_error,
 )
-from tailwise.tails.estimators import hill_alpha, mmo_alpha, mmo_block_sizes
+from tailwise.tails.estimators import hill_tail_index, mmo_alpha, mmo_block_sizes
 from tailwise.tails.stable import (
     sample_elliptic,
     sample_sas,
@@ -34,7 +34,7 @@ __all__ = [
     "compression_curve",
     "compression_error",
     "global_keep_ratios",
-    "hill_alpha",
+    "hill_tail_index",
     "keep_ratio_for_error",
     "layer_rows",
     "mmo_alpha",

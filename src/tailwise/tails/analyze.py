@@ -9,6 +9,9 @@ Columns (:data:`TAILS_COLUMNS`, in order; stable names):
 
 ``name``
     Parameter / tensor name, as :func:`~tailwise.weights.iter_layers` gives it.
+``layer``
+    The module that owns the tensor (``name`` minus its last component; ``""`` for a
+    top-level parameter): the key every table of the package joins on.
 ``kind``
     :class:`~tailwise.weights.LayerKind` value (``"linear"``, ``"conv2d"``, ``"bias"``, ...).
 ``shape``
@@ -24,7 +27,7 @@ Columns (:data:`TAILS_COLUMNS`, in order; stable names):
     unit; embeddings: one row per token); a convolution ``(out, in, *kernel)`` is reshaped to
     ``(out * in, prod(kernel))`` as 003 does, so a row is one kernel.
 ``alpha_rownorm``
-    Hill tail index (:func:`~tailwise.tails.estimators.hill_alpha`, k = ceil(sqrt(rows)), no
+    Hill tail index (:func:`~tailwise.tails.estimators.hill_tail_index`, k = ceil(sqrt(rows)), no
     further centring) of the Euclidean norms of the same centred rows. If the rows are
     alpha-stable (iid or elliptic), their norms have tail index alpha. Source 003's code
     applies univariate MMO to the median-centred norms instead; the norms have a positive
@@ -49,8 +52,7 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -58,9 +60,11 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from tailwise._errors import UsageError
 from tailwise._progress import progress_bar
-from tailwise.tails.estimators import hill_alpha, mmo_alpha
-from tailwise.weights import LayerWeights, WeightSource, iter_layers
+from tailwise._seeds import derive_seed
+from tailwise.tails.estimators import hill_tail_index, mmo_alpha
+from tailwise.weights import LayerWeights, WeightSource, describe_source, iter_layers
 
 __all__ = ["TAILS_COLUMNS", "analyze_tails", "layer_rows"]
 
@@ -69,6 +73,7 @@ T = TypeVar("T")
 #: Columns of the :func:`analyze_tails` table, in order (meanings: module docstring).
 TAILS_COLUMNS: tuple[str, ...] = (
     "name",
+    "layer",
     "kind",
     "shape",
     "num_params",
@@ -83,7 +88,7 @@ _ESTIMATE_COLUMNS = ("alpha_mmo", "alpha_mmo_rows", "alpha_rownorm", "alpha_hill
 # Fewest rows for the row estimates (the MMO minimum; with fewer, median-centred rows have
 # nearly equal norms and Hill has no tail to look at).
 _MIN_ROWS = 4
-_ESTIMATOR_PREFIX = re.compile(r"^(?:mmo_alpha|hill_alpha): ")
+_ESTIMATOR_PREFIX = re.compile(r"^(?:mmo_alpha|hill_tail_index): ")
 
 
 def layer_rows(weights: torch.Tensor | NDArray[np.float64]) -> NDArray[np.float64]:
@@ -107,11 +112,6 @@ def layer_rows(weights: torch.Tensor | NDArray[np.float64]) -> NDArray[np.float6
     return array.reshape(array.shape[0] * array.shape[1], -1)
 
 
-def _name_seed(seed: int, name: str) -> int:
-    """A per-layer seed: reproducible and independent of the layer's position."""
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63
-
-
 def _estimates(
     weights: NDArray[np.float64],
     name: str,
@@ -122,14 +122,14 @@ def _estimates(
     seed: int,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Each estimate of the row, or the reason it failed."""
-    layer_seed = _name_seed(seed, name)
+    layer_seed = derive_seed(seed, name)  # reproducible, independent of the layer's position
     rows = layer_rows(weights)
 
     def rownorm() -> float:
         if rows.shape[0] < _MIN_ROWS:
             raise ValueError(f"need at least {_MIN_ROWS} rows, got {rows.shape[0]}")
         centred = rows - np.median(rows, axis=0) if center else rows
-        return hill_alpha(np.linalg.norm(centred, axis=1), center=False)
+        return hill_tail_index(np.linalg.norm(centred, axis=1), center=False)
 
     computations: dict[str, Callable[[], float]] = {
         "alpha_mmo": lambda: mmo_alpha(
@@ -144,7 +144,7 @@ def _estimates(
             seed=layer_seed + 1,
         ),
         "alpha_rownorm": rownorm,
-        "alpha_hill": lambda: hill_alpha(weights, center=center),
+        "alpha_hill": lambda: hill_tail_index(weights, center=center),
     }
     values: dict[str, float] = {}
     errors: dict[str, str] = {}
@@ -161,6 +161,7 @@ def _row(layer: LayerWeights, options: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(TAILS_COLUMNS, math.nan)
     row.update(
         name=layer.name,
+        layer=layer.layer,
         kind=layer.kind.value,
         shape=tuple(layer.shape),
         num_params=math.prod(layer.shape),
@@ -192,21 +193,13 @@ def _row(layer: LayerWeights, options: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _describe(source: object) -> str:
-    if isinstance(source, torch.nn.Module):
-        return f"{type(source).__name__} (in memory)"
-    if isinstance(source, Mapping):
-        return "state dict (in memory)"
-    return str(source)
-
-
 def analyze_tails(
     source: WeightSource,
     *,
     include: str | re.Pattern[str] | None = None,
     exclude: str | re.Pattern[str] | None = None,
     trust_pickle: bool = False,
-    progress: bool = False,
+    progress: bool = True,
     center: bool = True,
     cap: float | None = None,
     permutations: int = 5,
@@ -217,31 +210,31 @@ def analyze_tails(
     ``source``: an ``nn.Module``, a state dict, a ``.safetensors`` file, a Hugging Face folder
     or a torch checkpoint (:func:`tailwise.weights.iter_layers`; files are read one tensor at
     a time, and only one layer's float64 copy is in memory). ``include`` / ``exclude``:
-    regular expressions on record names; ``trust_pickle``: allow unpickling torch
-    checkpoints you trust. ``center``: median centring before every estimate (003);
-    ``cap``: cap the MMO estimates (003 uses 2.0); ``permutations``: MMO estimates are the
-    median over this many random orders of the entries / rows (003: 5; 0 keeps the stored
-    order), seeded per layer from ``seed`` and the layer name; ``progress``: a rich progress
-    bar on the terminal.
+    regular expressions searched in parameter names (an invalid one raises
+    :class:`tailwise.UsageError`, as do invalid ``cap``, ``permutations`` and ``seed``);
+    ``trust_pickle``: allow unpickling torch checkpoints you trust. ``center``: median
+    centring before every estimate (003); ``cap``: cap the MMO estimates (003 uses 2.0);
+    ``permutations``: MMO estimates are the median over this many random orders of the
+    entries / rows (003: 5; 0 keeps the stored order), seeded per layer from ``seed`` and the
+    layer name; ``progress``: a progress bar on stderr, drawn only when it is a terminal.
 
     Columns: :data:`TAILS_COLUMNS` (see the module docstring). Skipped records (biases,
     norms) stay as ``status="skipped"`` rows. Cost is linear in the entries, dominated by the
     random permutations: a 4096 x 4096 layer took 11.5 s (3.4 s with ``permutations=0``) on a
-    shared 2-core CPU. ``df.attrs`` holds ``"source"`` and
-    ``"options"``.
+    shared 2-core CPU. ``df.attrs`` holds ``"source"`` and ``"options"``.
 
     >>> df = analyze_tails(torch.nn.Linear(64, 32))
-    >>> df[["name", "num_params", "status"]].values.tolist()
-    [['weight', 2048, 'ok'], ['bias', 32, 'skipped']]
+    >>> df[["name", "layer", "num_params", "status"]].values.tolist()
+    [['weight', '', 2048, 'ok'], ['bias', '', 32, 'skipped']]
     """
     if cap is not None and not (isinstance(cap, (int, float)) and cap > 0):
-        raise ValueError(f"analyze_tails: cap must be a positive number or None, got {cap!r}")
+        raise UsageError(f"analyze_tails: cap must be a positive number or None, got {cap!r}")
     if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 0:
-        raise ValueError(
+        raise UsageError(
             f"analyze_tails: permutations must be an integer >= 0, got {permutations!r}"
         )
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"analyze_tails: seed must be an integer, got {seed!r}")
+        raise UsageError(f"analyze_tails: seed must be an integer, got {seed!r}")
     options: dict[str, Any] = {
         "center": bool(center),
         "cap": None if cap is None else float(cap),
@@ -257,6 +250,6 @@ def analyze_tails(
     df["num_params"] = df["num_params"].astype("int64")
     for column in _ESTIMATE_COLUMNS:
         df[column] = df[column].astype("float64")
-    df.attrs["source"] = _describe(source)
+    df.attrs["source"] = describe_source(source)
     df.attrs["options"] = dict(options)
     return df

@@ -17,14 +17,16 @@ Gaussian. Smaller alpha means heavier tails.
 
   with X_1..X_N the (median-centred) samples, n = N // m blocks, Y_i the sum of block i and
   |.| the absolute value (the Euclidean norm of a row when ``multivariate=True``).
-* :func:`hill_alpha` -- Hill's estimator of the tail index of |x - centre| from its k
-  largest values.
+* :func:`hill_tail_index` -- Hill's estimator of the tail index of |x - centre| from its k
+  largest values. (Called ``hill_alpha`` before; that name is a deprecated alias.)
 
 Relation to :func:`tailwise.spectral.powerlaw.hill_alpha`: that function fits the *density*
-exponent of eigenvalues, p(x) ∝ x^-(1 + alpha), so it returns 1 + (a tail index). Its
-convention (TempBalance's) also counts the reference value xmin in the numerator: with
-k' = n - n // 2 - 1 values above the median eigenvalue,
-``spectral_hill(v) - 1 == (k' + 1) / k' * hill_alpha(v, k=k', center=False)`` (tested).
+exponent of eigenvalues, p(x) ∝ x^-(1 + alpha), so it returns 1 + (a tail index) -- hence the
+different names. Its convention (TempBalance's) also counts the reference value xmin in the
+numerator: with k' = n - n // 2 - 1 values above the median eigenvalue,
+``spectral_hill(v) - 1 == (k' + 1) / k' * hill_tail_index(v, k=k', center=False)`` (tested).
+Both fail the same way: ``ValueError`` (naming the function) for fewer than 2 usable values
+or other unusable input, never NaN.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ __all__ = [
     "MMO_BLOCK_SIZES",
     "MMOForm",
     "default_hill_k",
-    "hill_alpha",
+    "hill_tail_index",
     "mmo_alpha",
     "mmo_block_sizes",
 ]
@@ -274,7 +276,7 @@ def mmo_alpha(
 
 
 def default_hill_k(n: int) -> int:
-    """Default number of top order statistics for :func:`hill_alpha`: ceil(sqrt(n)).
+    """Default number of top order statistics for :func:`hill_tail_index`: ceil(sqrt(n)).
 
     The square-root rule balances the estimator's variance (alpha^2 / k) against the bias of
     reaching into the body of the distribution; it is capped at n - 1.
@@ -282,7 +284,9 @@ def default_hill_k(n: int) -> int:
     return max(1, min(n - 1, math.ceil(math.sqrt(n))))
 
 
-def hill_alpha(x: ArrayLike | torch.Tensor, k: int | None = None, *, center: bool = True) -> float:
+def hill_tail_index(
+    x: ArrayLike | torch.Tensor, k: int | None = None, *, center: bool = True
+) -> float:
     """Hill's estimate of the tail index of |x - centre| from its ``k`` largest values.
 
     With Z = |x - median(x)| (``center=True``) or |x| (``center=False``) over all entries of
@@ -299,10 +303,10 @@ def hill_alpha(x: ArrayLike | torch.Tensor, k: int | None = None, *, center: boo
 
     >>> import numpy as np
     >>> pareto = np.random.default_rng(0).pareto(1.5, 100_000) + 1.0  # P(Z > t) = t^-1.5
-    >>> round(hill_alpha(pareto, center=False), 1)
+    >>> round(hill_tail_index(pareto, center=False), 1)
     1.5
     """
-    where = "hill_alpha"
+    where = "hill_tail_index"
     z = as_float64(x, where).reshape(-1)
     n = z.size
     if n < 2:
@@ -324,3 +328,9 @@ def hill_alpha(x: ArrayLike | torch.Tensor, k: int | None = None, *, center: boo
         )
     total = float(np.log(top[:k] / reference).sum())
     return math.inf if total <= 0.0 else k / total
+
+
+#: Deprecated alias of :func:`hill_tail_index` (its name before; not in ``__all__``). It was
+#: easily confused with :func:`tailwise.spectral.powerlaw.hill_alpha`, an ESD *density*
+#: exponent (1 + a tail index); new code uses :func:`hill_tail_index`.
+hill_alpha = hill_tail_index
