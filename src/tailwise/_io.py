@@ -87,3 +87,30 @@ def write_table(df: Any, path: str | os.PathLike[str]) -> Path:
         else:
             plain.to_json(handle, orient="records", indent=1)
     return target
+
+
+def check_output_path(
+    path: str | os.PathLike[str] | None, suffixes: tuple[str, ...], what: str
+) -> None:
+    """Refuse an output path before any work is done: an unsupported suffix or a directory
+    that exists but is not writable raises :class:`tailwise.UsageError` naming ``what``.
+
+    >>> check_output_path("table.csv", (".csv", ".json"), "--out")
+    >>> check_output_path("table.txt", (".csv",), "--out")
+    Traceback (most recent call last):
+    ...
+    tailwise._errors.UsageError: --out table.txt: unsupported suffix '.txt'; use .csv
+    """
+    if path is None:
+        return
+    from tailwise._errors import UsageError
+
+    target = Path(path)
+    if target.suffix.lower() not in suffixes:
+        raise UsageError(
+            f"{what} {target}: unsupported suffix {target.suffix or '(none)'!r}; "
+            f"use {' or '.join(suffixes)}"
+        )
+    parent = target.parent if str(target.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise UsageError(f"{what} {target}: directory {parent} is not writable")

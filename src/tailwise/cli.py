@@ -1,14 +1,16 @@
 """Command-line front end: ``tailwise analyze``, ``tails``, ``prune`` and ``hessian``.
 
-Thin layer: parse options, call the library, print a rich table, write files atomically.
-Expected failures (missing file, corrupt checkpoint, refused pickle, bad option) print one
-line ``error: ...`` and exit with status 2.
+Thin layer: each command parses its options, calls the library (the function named in its
+docstring does the work; a Python user gets the same), prints a rich table and writes files
+atomically. The errors a user can cause, :class:`tailwise.UsageError` and
+:class:`tailwise.WeightsError` (missing file, corrupt checkpoint, refused pickle, bad option),
+print one line ``error: ...`` and exit with status 2; anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from tailwise._errors import first_line
 
 app = typer.Typer(
     name="tailwise",
@@ -28,7 +32,7 @@ app = typer.Typer(
 
 # Columns shown in the terminal (all columns go to --out).
 _SHOWN = (
-    ("name", "layer"),
+    ("name", "name"),
     ("kind", "kind"),
     ("N", "N"),
     ("M", "M"),
@@ -42,10 +46,6 @@ _SHOWN = (
     ("entropy", "entropy"),
     ("num_spikes", "spikes"),
 )
-
-
-class UsageError(Exception):
-    """An expected, user-facing failure: printed as one line, exit status 2."""
 
 
 # Options shared by several commands, declared once.
@@ -75,21 +75,25 @@ TableOut = Annotated[
     Path | None, typer.Option("--out", "-o", help="Write the table: .csv, .json or .parquet")
 ]
 IncludeTensors = Annotated[
-    str | None, typer.Option(help="Only tensors whose name matches this regex")
+    str | None, typer.Option(help="Only parameters whose name matches this regex")
 ]
 ExcludeTensors = Annotated[
-    str | None, typer.Option(help="Skip tensors whose name matches this regex")
+    str | None, typer.Option(help="Skip parameters whose name matches this regex")
 ]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table")]
+TABLE_SUFFIXES = (".csv", ".json", ".parquet")
 
 
 @contextmanager
 def _user_errors() -> Iterator[Console]:
-    """Run a command body; a :class:`UsageError` becomes one ``error:`` line and exit 2."""
+    """Run a command body; a user's error becomes one ``error:`` line and exit status 2."""
+    from tailwise import UsageError, WeightsError
+
     errors = Console(stderr=True, soft_wrap=True)
     try:
         yield errors
-    except UsageError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
+    except (UsageError, WeightsError) as exc:
+        errors.print(f"error: {first_line(exc, 400)}", markup=False, highlight=False)
         raise typer.Exit(code=2) from None
 
 
@@ -120,39 +124,43 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _print_table(console: Console, df: Any, summary: dict[str, Any], source: str) -> None:
-    table = Table(title=f"tailwise analyze: {source}", title_justify="left", header_style="bold")
-    for _, header in _SHOWN:
-        text = header in ("layer", "kind")
+_COUNTS = frozenset({"params_before", "params_after", "flops_before", "flops_after", "num_params"})
+
+
+def _fmt_cell(column: str, value: Any) -> str:
+    """A table cell: counts with thousands separators, numbers to 3 decimals, "-" if missing."""
+    if column in _COUNTS and isinstance(value, int | float) and not math.isnan(value):
+        return f"{value:,.0f}"
+    return _fmt(value)
+
+
+def _print_rows(
+    console: Console, df: Any, shown: tuple[tuple[str, str], ...], title: str, extra: str
+) -> None:
+    """A rich table of ``df``'s ``shown`` columns plus a last text column ``extra``: the
+    warning (analyze), the reason (tails) or the note (prune); failures in red."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col, header in shown:
+        text = col in ("name", "kind", "layer", "method")
         table.add_column(header, justify="left" if text else "right", no_wrap=True)
-    table.add_column("status / warning", justify="left")
+    table.add_column(extra, justify="left")
     for row in df.itertuples(index=False):
         record = row._asdict()
-        if record["status"] == "skipped":
+        if record.get("status") == "skipped":
             continue
-        cells = [_fmt(record[col]) for col, _ in _SHOWN]
-        note = record["warning"] or ""
-        style = {"over-trained": "red", "under-trained": "yellow"}.get(note, "")
-        if record["status"] != "ok":
-            note = f"{record['status']}: {record['reason']}"
-            style = "red"
-        table.add_row(*cells, note or "ok", style=style or None)
+        last = str(record.get(extra) or "")
+        style = {"over-trained": "red", "under-trained": "yellow"}.get(last)
+        if record.get("status") == "failed":
+            last, style = f"failed: {record.get('reason')}", "red"
+        cells = [_fmt_cell(col, record[col]) for col, _ in shown]
+        table.add_row(*cells, last or ("ok" if "status" in record else ""), style=style)
     console.print(table)
-    skipped = df[df["status"] == "skipped"]
-    if len(skipped):
-        reasons = skipped["reason"].value_counts()
-        detail = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
-        console.print(f"[dim]{len(skipped)} tensors not analysed ({detail})[/dim]")
-    console.print(
-        "mean alpha {alpha}  alpha_weighted {alpha_weighted}  log_norm {log_norm}  "
-        "log_spectral_norm {log_spectral_norm}  stable_rank {stable_rank}  mp_softrank "
-        "{mp_softrank}".format(**{k: _fmt(summary[k]) for k in summary})
-    )
-    console.print(
-        f"{summary['num_ok']} ok, {summary['num_failed']} failed, {summary['num_skipped']} "
-        f"skipped; {summary['num_under_trained']} under-trained (alpha > 6), "
-        f"{summary['num_over_trained']} over-trained (alpha < 2)"
-    )
+    if "status" in df.columns:
+        skipped = df[df["status"] == "skipped"]
+        if len(skipped):
+            reasons = skipped["reason"].value_counts()
+            detail = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
+            console.print(f"[dim]{len(skipped)} tensors not analysed ({detail})[/dim]")
 
 
 def _resolve_source(source: str | None, quiet: bool, console: Console) -> tuple[Any, str]:
@@ -167,6 +175,18 @@ def _resolve_source(source: str | None, quiet: bool, console: Console) -> tuple[
             f"(an MLP trained on scikit-learn's digits), cached at {path}[/dim]"
         )
     return path, "reference MLP (digits)"
+
+
+def _wrote(console: Console, quiet: bool, path: Path | None) -> None:
+    if path is not None and not quiet:
+        console.print(f"wrote {path}")
+
+
+def _write_table(df: Any, path: Path | None) -> None:
+    if path is not None:
+        from tailwise._io import write_table
+
+        write_table(df, path)
 
 
 @app.command()
@@ -194,58 +214,58 @@ def analyze(
         str | None, typer.Option(help="Torch device for the spectra, e.g. cuda")
     ] = None,
     trust_pickle: TrustPickle = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no table")
-    ] = False,
+    quiet: Quiet = False,
 ) -> None:
-    """Heavy-tailed self-regularization diagnostics of every weight matrix."""
+    """Heavy-tailed self-regularization diagnostics of every weight matrix (tailwise.analyze)."""
     console = _console()
     with _user_errors() as errors:
-        _check_output(out, (".csv", ".json", ".parquet"), "--out")
-        _check_output(report, (".html", ".htm"), "--report")
+        from tailwise._io import check_output_path
         from tailwise.spectral.analyze import analyze as run_analysis
         from tailwise.spectral.analyze import summary as summarize
-        from tailwise.weights import WeightsError
 
-        try:
-            path, label = _resolve_source(source, quiet, errors)
-            df = run_analysis(
-                path,
-                include=include,
-                exclude=exclude,
-                fit=fit,
-                xmax=xmax,
-                fix_fingers=fix_fingers,
-                conv=conv,
-                normalize=normalize,
-                rand_distance=rand_distance,
-                device=device,
-                keep_evals=report is not None,
-                trust_pickle=trust_pickle,
-                progress=not quiet,
-            )
-        except (WeightsError, ValueError, OSError) as exc:
-            raise UsageError(str(exc).splitlines()[0]) from exc
+        check_output_path(out, TABLE_SUFFIXES, "--out")
+        check_output_path(report, (".html", ".htm"), "--report")
+        path, label = _resolve_source(source, quiet, errors)
+        df = run_analysis(
+            path,
+            include=include,
+            exclude=exclude,
+            fit=fit,
+            xmax=xmax,
+            fix_fingers=fix_fingers,
+            conv=conv,
+            normalize=normalize,
+            rand_distance=rand_distance,
+            device=device,
+            keep_evals=report is not None,
+            trust_pickle=trust_pickle,
+            progress=not quiet,
+        )
         stats = summarize(df)
         if not quiet:
-            _print_table(console, df, stats, label)
-        if out is not None:
-            from tailwise._io import write_table
-
-            write_table(df, out)
-            if not quiet:
-                console.print(f"wrote {out}")
+            _print_rows(console, df, _SHOWN, f"tailwise analyze: {label}", "warning")
+            console.print(
+                "mean alpha {alpha}  alpha_weighted {alpha_weighted}  log_norm {log_norm}  "
+                "log_spectral_norm {log_spectral_norm}  stable_rank {stable_rank}  mp_softrank "
+                "{mp_softrank}".format(**{k: _fmt(stats[k]) for k in stats})
+            )
+            console.print(
+                f"{stats['num_ok']} ok, {stats['num_failed']} failed, {stats['num_skipped']} "
+                f"skipped; {stats['num_under_trained']} under-trained (alpha > 6), "
+                f"{stats['num_over_trained']} over-trained (alpha < 2)"
+            )
+        _write_table(df, out)
+        _wrote(console, quiet, out)
         if report is not None:
             from tailwise.report import write_html
 
             write_html(df, report, summary=stats)
-            if not quiet:
-                console.print(f"wrote {report}")
+            _wrote(console, quiet, report)
 
 
 # Columns of the tails table shown in the terminal (all columns go to --out).
 _TAILS_SHOWN = (
-    ("name", "layer"),
+    ("name", "name"),
     ("kind", "kind"),
     ("num_params", "params"),
     ("alpha_mmo", "alpha_mmo"),
@@ -253,41 +273,6 @@ _TAILS_SHOWN = (
     ("alpha_rownorm", "alpha_rownorm"),
     ("alpha_hill", "alpha_hill"),
 )
-
-
-_COUNTS = frozenset({"params_before", "params_after", "flops_before", "flops_after", "num_params"})
-
-
-def _fmt_count(value: Any) -> str:
-    """A count with thousands separators ("-" when missing)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return _fmt(value)
-    return "-" if math.isnan(number) else f"{number:,.0f}"
-
-
-def _print_rows(
-    console: Console, df: Any, shown: tuple[tuple[str, str], ...], title: str, extra: str
-) -> None:
-    """A rich table of ``df``'s ``shown`` columns plus a last column ``extra`` (text)."""
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for col, header in shown:
-        text = col in ("name", "kind", "layer", "method")
-        table.add_column(header, justify="left" if text else "right", no_wrap=True)
-    table.add_column(extra, justify="left")
-    for row in df.itertuples(index=False):
-        record = row._asdict()
-        if record.get("status") == "skipped":
-            continue
-        cells = [
-            _fmt_count(record[col]) if col in _COUNTS else _fmt(record[col]) for col, _ in shown
-        ]
-        last = record.get("reason") or record.get("note") or ""
-        if record.get("status") == "failed":
-            last = f"failed: {last}"
-        table.add_row(*cells, str(last))
-    console.print(table)
 
 
 @app.command()
@@ -304,39 +289,30 @@ def tails(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the MMO permutations")] = 0,
     trust_pickle: TrustPickle = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no table")
-    ] = False,
+    quiet: Quiet = False,
 ) -> None:
-    """Tail index (alpha-stable alpha) of the entries, rows and row norms of every layer."""
+    """Tail index of the entries, rows and row norms of every layer (tailwise.analyze_tails)."""
     console = _console()
     with _user_errors() as errors:
-        _check_output(out, (".csv", ".json", ".parquet"), "--out")
+        from tailwise._io import check_output_path
         from tailwise.tails import analyze_tails
-        from tailwise.weights import WeightsError
 
-        try:
-            path, label = _resolve_source(source, quiet, errors)
-            df = analyze_tails(
-                path,
-                include=include,
-                exclude=exclude,
-                trust_pickle=trust_pickle,
-                progress=not quiet,
-                center=center,
-                cap=cap,
-                seed=seed,
-            )
-        except (WeightsError, ValueError, OSError) as exc:
-            raise UsageError(str(exc).splitlines()[0]) from exc
+        check_output_path(out, TABLE_SUFFIXES, "--out")
+        path, label = _resolve_source(source, quiet, errors)
+        df = analyze_tails(
+            path,
+            include=include,
+            exclude=exclude,
+            trust_pickle=trust_pickle,
+            progress=not quiet,
+            center=center,
+            cap=cap,
+            seed=seed,
+        )
         if not quiet:
             _print_rows(console, df, _TAILS_SHOWN, f"tailwise tails: {label}", "reason")
-        if out is not None:
-            from tailwise._io import write_table
-
-            write_table(df, out)
-            if not quiet:
-                console.print(f"wrote {out}")
+        _write_table(df, out)
+        _wrote(console, quiet, out)
 
 
 _PRUNE_SHOWN = (
@@ -350,88 +326,15 @@ _PRUNE_SHOWN = (
     ("flops_after", "FLOPs after"),
     ("rel_error", "rel. error"),
 )
-_METHODS = ("magnitude", "global-magnitude", "lowrank", "node", "channel")
 
 
-def _import_factory(spec: str) -> Any:
-    """``package.module:callable`` -> the callable (a model class or factory)."""
-    import importlib
-
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise UsageError(f"--model {spec!r}: expected 'package.module:callable'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"--model {spec!r}: cannot import {module_name} ({exc})") from None
-    found = getattr(module, attribute, None)
-    if not callable(found):
-        raise UsageError(f"--model {spec!r}: {module_name} has no callable {attribute!r}")
-    return found
-
-
-def _parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        raise UsageError(f"--input-shape {text!r}: expected integers like 1,3,32,32") from None
-    if not shape or any(n < 1 for n in shape):
-        raise UsageError(f"--input-shape {text!r}: every dimension must be >= 1")
-    return shape
-
-
-def _load_for_pruning(
-    source: str | None, model_spec: str | None, trust_pickle: bool, quiet: bool, errors: Console
-) -> tuple[Any, str, dict[str, Any] | None, bool]:
-    """(model, label, original architecture, is the reference network)."""
-    import json
-
-    from tailwise.prune.rebuild import ARCHITECTURE_KEY, load_pruned, read_metadata
+def _load(
+    source: str | None, model: str | None, trust_pickle: bool, quiet: bool, errors: Console
+) -> tuple[Any, str]:
+    from tailwise.loading import load_model
 
     path, label = _resolve_source(source, quiet, errors)
-    file = Path(path)
-    if not file.exists():
-        raise UsageError(f"no such file: {file}")
-    if file.is_dir():
-        raise UsageError(f"{file}: pruning needs one weights file, not a folder")
-    factory = _import_factory(model_spec) if model_spec else None
-    if factory is None and file.suffix != ".safetensors":
-        raise UsageError(
-            f"{file}: a torch checkpoint does not say which architecture it holds; "
-            "pass --model package.module:callable"
-        )
-    meta = read_metadata(file) if file.suffix == ".safetensors" else {}
-    if factory is None and ARCHITECTURE_KEY not in meta:
-        raise UsageError(
-            f"{file} records no tailwise architecture; pass --model package.module:callable "
-            "building the original architecture"
-        )
-    model = load_pruned(file, factory, trust_pickle=trust_pickle)
-    architecture = json.loads(meta[ARCHITECTURE_KEY]) if ARCHITECTURE_KEY in meta else None
-    return model, label, architecture, source is None
-
-
-def _exclude_outputs(net: Any, inputs: Any, exclude: str | None) -> str:
-    """``exclude`` extended by the layers producing the model output (channel pruning keeps
-    their channels, so the allocation budget must be spread over the other layers)."""
-    import re
-
-    from tailwise.prune.layers import prunable_layers
-    from tailwise.prune.structured import output_layers
-
-    names = output_layers(net, inputs, prunable_layers(net))
-    parts = [f"^{re.escape(name)}$" for name in names]
-    if exclude:
-        parts.append(f"(?:{exclude})")
-    return "|".join(parts) if parts else "(?!)"
-
-
-def _digits_accuracy(model: Any) -> float:
-    from tailwise.data.digits import digits_loaders
-    from tailwise.train.loop import evaluate
-
-    _, test_loader = digits_loaders(64, seed=0, flatten=True)
-    return evaluate(model, test_loader)[1]
+    return load_model(path, factory=model, trust_pickle=trust_pickle), label
 
 
 @app.command()
@@ -457,15 +360,17 @@ def prune(
         Path | None,
         typer.Option(help="Write the per-layer report: .html, .csv, .json or .parquet"),
     ] = None,
-    include: Annotated[
-        str | None, typer.Option(help="Only layers whose module name matches this regex")
-    ] = None,
-    exclude: Annotated[
-        str | None, typer.Option(help="Skip layers whose module name matches this regex")
-    ] = None,
+    include: IncludeTensors = None,
+    exclude: ExcludeTensors = None,
     center: Annotated[
         bool, typer.Option("--center", help="Median-centred magnitude pruning (source 003)")
     ] = False,
+    protect_outputs: Annotated[
+        bool,
+        typer.Option(
+            "--protect-outputs/--prune-outputs", help="Leave the output layer(s) unpruned"
+        ),
+    ] = True,
     model: ModelFactory = None,
     input_shape: Annotated[
         str | None,
@@ -474,206 +379,57 @@ def prune(
     trust_pickle: TrustPickle = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table")] = False,
 ) -> None:
-    """Prune a model with layer-wise ratios; write it and a report of what it cost."""
+    """Prune a model with layer-wise ratios; write it and a report (tailwise.prune.prune)."""
     console = _console()
     with _user_errors() as errors:
-        if method not in _METHODS:
-            raise UsageError(f"--method {method!r}: choose one of {', '.join(_METHODS)}")
-        if not (0.0 <= ratio < 1.0):
-            raise UsageError(f"--ratio {ratio}: must be in [0, 1)")
-        if method == "global-magnitude" and allocate != "uniform":
-            raise UsageError(
-                "--method global-magnitude sets layer ratios by one global threshold; "
-                "use --method magnitude with --allocate"
-            )
-        if center and method not in ("magnitude", "global-magnitude"):
-            raise UsageError("--center applies to magnitude pruning only")
-        _check_output(out, (".safetensors",), "--out")
-        _check_output(report, (".html", ".htm", ".csv", ".json", ".parquet"), "--report")
-        result, label, accuracy = _run_prune(
-            source,
-            method,
-            ratio,
-            allocate,
-            include,
-            exclude,
-            center,
-            model,
-            input_shape,
-            trust_pickle,
-            quiet,
-            errors,
-        )
-        _finish_prune(console, result, label, accuracy, out, report, quiet)
-
-
-def _run_prune(
-    source: str | None,
-    method: str,
-    ratio: float,
-    allocation: str,
-    include: str | None,
-    exclude: str | None,
-    center: bool,
-    model_spec: str | None,
-    input_shape: str | None,
-    trust_pickle: bool,
-    quiet: bool,
-    errors: Console,
-) -> tuple[Any, str, tuple[float, float] | None]:
-    import torch
-
-    from tailwise.models import example_input_shape
-    from tailwise.prune import (
-        allocate,
-        prune_channels,
-        prune_lowrank,
-        prune_magnitude,
-        prune_nodes,
-    )
-    from tailwise.weights import WeightsError
-
-    try:
-        net, label, architecture, is_reference = _load_for_pruning(
-            source, model_spec, trust_pickle, quiet, errors
-        )
-        if input_shape is not None:
-            shape: tuple[int, ...] | None = _parse_shape(input_shape)
-        elif architecture is not None:
-            shape = example_input_shape(architecture)
-        else:
-            shape = None
-        if shape is None and method == "channel":
-            raise UsageError("channel pruning traces the model: pass --input-shape, e.g. 1,3,32,32")
-        inputs = torch.zeros(shape) if shape is not None else None
-        if method == "global-magnitude":
-            result = prune_magnitude(
-                net,
-                ratio,
-                scope="global",
-                center=center,
-                include=include,
-                exclude=exclude,
-                example_inputs=inputs,
-            )
-        else:
-            if allocation == "uniform":
-                ratios: Any = ratio
-            else:
-                ratios = allocate(
-                    net,
-                    ratio,
-                    allocation,
-                    include=include,
-                    exclude=_exclude_outputs(net, inputs, exclude)
-                    if method == "channel"
-                    else exclude,
-                )
-            if method == "magnitude":
-                result = prune_magnitude(
-                    net,
-                    ratios,
-                    center=center,
-                    include=include,
-                    exclude=exclude,
-                    example_inputs=inputs,
-                )
-            elif method == "lowrank":
-                result = prune_lowrank(
-                    net, ratios, include=include, exclude=exclude, example_inputs=inputs
-                )
-            elif method == "node":
-                result = prune_nodes(
-                    net, ratios, include=include, exclude=exclude, example_inputs=inputs
-                )
-            else:
-                assert inputs is not None
-                result = prune_channels(net, ratios, inputs, include=include, exclude=exclude)
-    except (WeightsError, ValueError, OSError, TypeError) as exc:
-        raise UsageError(str(exc).splitlines()[0]) from exc
-    accuracy = None
-    if is_reference:
-        accuracy = (_digits_accuracy(net), _digits_accuracy(result.model))
-    return result, label, accuracy
-
-
-def _finish_prune(
-    console: Console,
-    result: Any,
-    label: str,
-    accuracy: tuple[float, float] | None,
-    out: Path | None,
-    report: Path | None,
-    quiet: bool,
-) -> None:
-    totals = result.totals()
-    if not quiet:
-        _print_rows(
-            console,
-            result.report,
-            _PRUNE_SHOWN,
-            f"tailwise prune ({result.method}): {label}",
-            "note",
-        )
-        line = (
-            f"params {totals['params_before']:,.0f} -> {totals['params_after']:,.0f} "
-            f"({totals['params_ratio']:.1%} kept)"
-        )
-        if not math.isnan(totals["flops_ratio"]):
-            line += f"; FLOPs {totals['flops_ratio']:.1%} kept"
-        if accuracy is not None:
-            line += f"; digits test accuracy {accuracy[0]:.2%} -> {accuracy[1]:.2%}"
-        console.print(line)
-    if out is not None:
+        from tailwise._io import check_output_path
+        from tailwise.loading import example_inputs
+        from tailwise.prune import prune as run_prune
         from tailwise.prune import save_pruned
 
-        try:
-            save_pruned(result, out)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"--out {out}: {str(exc).splitlines()[0]}") from exc
+        check_output_path(out, (".safetensors",), "--out")
+        check_output_path(report, (".html", ".htm", *TABLE_SUFFIXES), "--report")
+        net, label = _load(source, model, trust_pickle, quiet, errors)
+        result = run_prune(
+            net,
+            ratio,
+            method=method,
+            allocation=allocate,
+            example_inputs=example_inputs(net, input_shape),
+            include=include,
+            exclude=exclude,
+            protect_outputs=protect_outputs,
+            center=center,
+            progress=not quiet,
+        )
+        accuracy = None
+        if source is None:
+            from tailwise.reference import reference_accuracy
+
+            accuracy = (reference_accuracy(net), reference_accuracy(result.model))
         if not quiet:
-            console.print(f"wrote {out}")
-    if report is not None:
-        if report.suffix.lower() in (".html", ".htm"):
+            title = f"tailwise prune ({result.method}): {label}"
+            _print_rows(console, result.report, _PRUNE_SHOWN, title, "note")
+            totals = result.totals()
+            line = (
+                f"params {totals['params_before']:,.0f} -> {totals['params_after']:,.0f} "
+                f"({totals['params_ratio']:.1%} kept)"
+            )
+            if not math.isnan(totals["flops_ratio"]):
+                line += f"; FLOPs {totals['flops_ratio']:.1%} kept"
+            if accuracy is not None:
+                line += f"; digits test accuracy {accuracy[0]:.2%} -> {accuracy[1]:.2%}"
+            console.print(line)
+        if out is not None:
+            save_pruned(result, out)
+            _wrote(console, quiet, out)
+        if report is not None and report.suffix.lower() in (".html", ".htm"):
             from tailwise.report import write_prune_html
 
             write_prune_html(result, report, source=label, accuracy=accuracy)
         else:
-            from tailwise._io import write_table
-
-            write_table(result.report, report)
-        if not quiet:
-            console.print(f"wrote {report}")
-
-
-_DATASETS = ("digits", "mnist1d")
-
-
-def _hessian_batches(
-    model: Any, architecture: dict[str, Any] | None, data: str, samples: int, batch_size: int
-) -> list[tuple[Any, Any]]:
-    """The first ``samples`` training examples of ``data``, shaped for ``model``, in batches."""
-    import torch
-
-    from tailwise.data import load_digits_dataset, load_mnist1d
-
-    if data == "digits":
-        images = architecture is not None and architecture.get("class") != "MLP"
-        x, y = load_digits_dataset(split="train", flatten=not images).tensors
-    else:
-        x, y = load_mnist1d(split="train").tensors
-    if samples > len(y):
-        raise UsageError(f"--samples {samples}: {data} has {len(y)} training examples")
-    x, y = x[:samples], y[:samples]
-    try:
-        with torch.no_grad():
-            model(x[:2])
-    except Exception as exc:
-        raise UsageError(
-            f"the model does not accept {data} inputs of shape {tuple(x.shape[1:])}: "
-            f"{str(exc).splitlines()[0][:160]}"
-        ) from None
-    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, samples, batch_size)]
+            _write_table(result.report, report)
+        _wrote(console, quiet, report)
 
 
 @app.command()
@@ -702,161 +458,76 @@ def hessian(
     trust_pickle: TrustPickle = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing")] = False,
 ) -> None:
-    """Top eigenvalues, trace and spectral density of the loss Hessian (cross-entropy)."""
+    """Top eigenvalues, trace and density of the loss Hessian (tailwise.hessian.summarize)."""
     console = _console()
     with _user_errors() as errors:
-        if data not in _DATASETS:
-            raise UsageError(f"--data {data!r}: choose one of {', '.join(_DATASETS)}")
-        if top_k < 1:
-            raise UsageError(f"--top-k {top_k}: must be >= 1")
-        if samples < 1 or batch_size < 1:
-            raise UsageError("--samples and --batch-size must be >= 1")
-        _check_output(out, (".json",), "--out")
-        _check_output(density, (".png", ".svg"), "--density")
-        results = _run_hessian(
-            source,
-            model,
-            trust_pickle,
-            quiet,
-            errors,
+        import torch
+
+        from tailwise._io import check_output_path
+        from tailwise.data import check_accepts, dataset_batches
+        from tailwise.hessian import summarize
+        from tailwise.loading import example_inputs
+
+        check_output_path(out, (".json",), "--out")
+        check_output_path(density, (".png", ".svg"), "--density")
+        net, label = _load(source, model, trust_pickle, quiet, errors)
+        shape = example_inputs(net)
+        batches = dataset_batches(
             data,
-            samples,
-            batch_size,
-            top_k,
-            method,
-            trace,
-            density is not None,
-            params,
-            seed,
+            samples=samples,
+            batch_size=batch_size,
+            input_shape=None if shape is None else tuple(shape.shape[1:]),
+        )
+        check_accepts(net, batches, data)
+        found = summarize(
+            net,
+            torch.nn.functional.cross_entropy,
+            batches,
+            top_k=top_k,
+            solver=method,
+            trace=trace,
+            density=density is not None,
+            include=params,
+            seed=seed,
+            progress=not quiet,
         )
         if not quiet:
-            _print_hessian(console, results)
-        if density is not None:
+            _print_hessian(console, found, label, data, samples)
+        if density is not None and found.density is not None:
             from tailwise._io import atomic_path
             from tailwise.hessian import plot_density
 
-            figure = plot_density(
-                results.pop("_density"), title=f"Hessian spectral density ({data})"
-            )
+            figure = plot_density(found.density, title=f"Hessian spectral density ({data})")
             with atomic_path(density) as tmp:
                 figure.savefig(tmp, format=density.suffix.lstrip(".").lower(), dpi=100)
-            if not quiet:
-                console.print(f"wrote {density}")
-        results.pop("_density", None)
+            _wrote(console, quiet, density)
         if out is not None:
             import json
 
             from tailwise._io import atomic_open
 
+            record = {"source": label, "data": data, "samples": samples, **found.to_dict()}
             with atomic_open(out, "w") as handle:
-                json.dump(results, handle, indent=2)
-            if not quiet:
-                console.print(f"wrote {out}")
+                json.dump(record, handle, indent=2)
+            _wrote(console, quiet, out)
 
 
-def _run_hessian(
-    source: str | None,
-    model_spec: str | None,
-    trust_pickle: bool,
-    quiet: bool,
-    errors: Console,
-    data: str,
-    samples: int,
-    batch_size: int,
-    top_k: int,
-    method: str,
-    trace: bool,
-    density: bool,
-    params: str | None,
-    seed: int,
-) -> dict[str, Any]:
-    import re
-    import time
-
-    import torch
-
-    from tailwise.hessian import HessianOperator, hutchpp_trace, spectral_density, top_eigenvalues
-    from tailwise.weights import WeightsError
-
-    try:
-        net, label, architecture, _ = _load_for_pruning(
-            source, model_spec, trust_pickle, quiet, errors
-        )
-        batches = _hessian_batches(net, architecture, data, samples, batch_size)
-        names = None
-        if params is not None:
-            pattern = re.compile(params)
-            names = [n for n, _ in net.named_parameters() if pattern.search(n)]
-            if not names:
-                raise UsageError(f"--params {params!r} matches no parameter")
-        start = time.perf_counter()
-        operator = HessianOperator(
-            net.eval(), torch.nn.functional.cross_entropy, batches, params=names
-        )
-        eig = top_eigenvalues(
-            operator, k=min(top_k, operator.num_params - 1), method=method, seed=seed
-        )
-        results: dict[str, Any] = {
-            "source": label,
-            "data": data,
-            "samples": samples,
-            "num_params": operator.num_params,
-            "loss": float(operator.loss()),
-            "method": eig.method,
-            "eigenvalues": [float(v) for v in eig.eigenvalues],
-            "converged": bool(eig.converged),
-            "eigen_matvecs": eig.num_matvecs,
-        }
-        if trace:
-            estimate = hutchpp_trace(operator, num_matvecs=99, seed=seed)
-            results["trace"] = float(estimate.estimate)
-            results["trace_std_error"] = float(estimate.std_error)
-        if density:
-            found = spectral_density(
-                operator, num_iters=min(80, operator.num_params), num_runs=2, seed=seed
-            )
-            results["_density"] = found
-            results["density_nodes"] = found.nodes.tolist()
-            results["density_weights"] = found.weights.tolist()
-        results["seconds"] = time.perf_counter() - start
-    except re.error as exc:
-        raise UsageError(f"--params {params!r}: invalid regular expression ({exc})") from None
-    except (WeightsError, ValueError, OSError, TypeError) as exc:
-        raise UsageError(str(exc).splitlines()[0]) from exc
-    return results
-
-
-def _print_hessian(console: Console, results: dict[str, Any]) -> None:
+def _print_hessian(console: Console, found: Any, label: str, data: str, samples: int) -> None:
     console.print(
-        f"tailwise hessian: {results['source']} on {results['data']} "
-        f"({results['samples']} examples, {results['num_params']:,} parameters)"
+        f"tailwise hessian: {label} on {data} ({samples} examples, {found.num_params:,} parameters)"
     )
     table = Table(header_style="bold")
     table.add_column("#", justify="right")
     table.add_column("eigenvalue", justify="right")
-    for i, value in enumerate(results["eigenvalues"], start=1):
+    for i, value in enumerate(found.eigenvalues, start=1):
         table.add_row(str(i), f"{value:.6g}")
     console.print(table)
-    line = f"loss {results['loss']:.4f}; {results['method']}: {results['eigen_matvecs']} HVPs"
-    if not results["converged"]:
+    line = f"loss {found.loss:.4f}; {found.solver}: {found.eigen_matvecs} HVPs"
+    if not found.converged:
         line += " (not converged)"
-    if "trace" in results:
-        line += f"; trace {results['trace']:.6g} +- {results['trace_std_error']:.2g} (Hutch++)"
-    console.print(line + f"; {results['seconds']:.1f} s")
-
-
-def _check_output(path: Path | None, suffixes: tuple[str, ...], option: str) -> None:
-    """Validate an output path before any work is done."""
-    if path is None:
-        return
-    if path.suffix.lower() not in suffixes:
-        raise UsageError(
-            f"{option} {path}: unsupported suffix {path.suffix or '(none)'!r}; "
-            f"use {' or '.join(suffixes)}"
-        )
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise UsageError(f"{option} {path}: directory {parent} is not writable")
+    if found.trace is not None:
+        line += f"; trace {found.trace:.6g} +- {found.trace_std_error:.2g} (Hutch++)"
+    console.print(line + f"; {found.seconds:.1f} s")
 
 
 @app.callback()

@@ -1,29 +1,50 @@
 """Post-training compression: magnitude, low-rank, node and channel pruning, ratio allocation.
 
+:func:`prune` is the entry point (method, allocation, protected output layers, budgets);
+``prune_magnitude`` / ``prune_lowrank`` / ``prune_nodes`` / ``prune_channels`` are the methods
+on their own, each a :class:`Pruner` run by :func:`run_pruner`.
+
 Every method takes a model and a pruning ratio (one float, or a dict layer name -> ratio such
 as :func:`allocate` returns) and gives a :class:`PruneResult` (model, per-layer report, the
 edits needed to rebuild a physically changed architecture).
 """
 
 from tailwise.prune.allocate import allocate, erk_densities, lamp_scores
-from tailwise.prune.layers import prunable_layers
-from tailwise.prune.lowrank import prune_lowrank
+from tailwise.prune.layers import prunable_layers, rebuild_info
+from tailwise.prune.lowrank import LowRankPruner, prune_lowrank
+from tailwise.prune.pipeline import PruneMethod, find_output_layers, prune
 from tailwise.prune.rebuild import load_pruned, save_pruned
-from tailwise.prune.report import PruneResult, layer_flops
-from tailwise.prune.structured import prune_channels, prune_nodes
-from tailwise.prune.unstructured import prune_magnitude
+from tailwise.prune.report import LayerReport, PruneResult, layer_flops
+from tailwise.prune.runner import MaskPruner, Pruner, Replacement, ReplacePruner, run_pruner
+from tailwise.prune.structured import ChannelPruner, NodePruner, prune_channels, prune_nodes
+from tailwise.prune.unstructured import GlobalMagnitudePruner, MagnitudePruner, prune_magnitude
 
 __all__ = [
+    "ChannelPruner",
+    "GlobalMagnitudePruner",
+    "LayerReport",
+    "LowRankPruner",
+    "MagnitudePruner",
+    "MaskPruner",
+    "NodePruner",
+    "PruneMethod",
     "PruneResult",
+    "Pruner",
+    "ReplacePruner",
+    "Replacement",
     "allocate",
     "erk_densities",
+    "find_output_layers",
     "lamp_scores",
     "layer_flops",
     "load_pruned",
     "prunable_layers",
+    "prune",
     "prune_channels",
     "prune_lowrank",
     "prune_magnitude",
     "prune_nodes",
+    "rebuild_info",
+    "run_pruner",
     "save_pruned",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -26,6 +26,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from tailwise._errors import UsageError
 from tailwise.prune.layers import (
     check_ratio,
     layer_weight,
@@ -40,8 +41,10 @@ __all__ = [
     "Allocation",
     "AllocationKind",
     "allocate",
+    "allocation_curve",
     "erk_densities",
     "lamp_scores",
+    "metric_columns_of",
     "metric_ratios",
 ]
 
@@ -91,7 +94,7 @@ class Allocation:
         inverse = method.endswith(INVERSE_SUFFIX)
         metric = method[: -len(INVERSE_SUFFIX)] if inverse else method
         if metric not in metric_columns:
-            raise ValueError(
+            raise UsageError(
                 f"allocate: unknown method {method!r}; expected 'uniform', 'lamp', 'erk' or a "
                 f"numeric column of tailwise.analyze, optionally suffixed {INVERSE_SUFFIX!r}: "
                 f"{', '.join(metric_columns)}"
@@ -208,7 +211,7 @@ def _stepped_levels(
     if budget_steps > reachable * (1 + _BUDGET_RTOL):
         total = int(sizes.sum())
         never = " (layers with metric 0 are never pruned)" if active.size < num_layers else ""
-        raise ValueError(
+        raise UsageError(
             f"the budget of {budget_steps * step:.6g} of {total} weights removed is out of "
             f"reach: at most {reachable * step:.6g} can be removed with every layer at "
             f"max_ratio={max_ratio} rounded down to a multiple of step={step}{never}; lower "
@@ -271,22 +274,27 @@ def lamp_scores(weight: Tensor) -> Tensor:
     return scores.reshape(weight.shape)
 
 
-def _lamp_ratios(weights: Sequence[Tensor], ratio: float) -> list[float]:
-    """Per-layer ratios of global LAMP pruning: the ``floor(ratio * N)`` lowest scores go.
-
-    Each layer keeps its top-scored entry, so at most ``N - L`` entries are pruned. Equal
-    scores at the threshold are pruned in layer order.
-    """
+def _lamp_layer_scores(weights: Sequence[Tensor]) -> list[Tensor]:
+    """Flattened LAMP scores per layer (CPU), each layer's top entry set to +inf (kept)."""
     scores = []
     for weight in weights:
         layer_scores = lamp_scores(weight).reshape(-1).cpu()
         layer_scores[int(torch.argmax(layer_scores))] = math.inf  # each layer keeps one entry
         scores.append(layer_scores)
+    return scores
+
+
+def _lamp_ratios(scores: Sequence[Tensor], ratio: float) -> list[float]:
+    """Per-layer ratios of global LAMP pruning: the ``floor(ratio * N)`` lowest scores go.
+
+    ``scores``: from :func:`_lamp_layer_scores`. Each layer keeps its top-scored entry, so at
+    most ``N - L`` entries are pruned. Equal scores at the threshold are pruned in layer order.
+    """
     total = sum(s.numel() for s in scores)
     to_prune = min(_count(ratio, total), total - len(scores))
     if to_prune <= 0:
         return [0.0] * len(scores)
-    threshold = torch.kthvalue(torch.cat(scores), to_prune).values
+    threshold = torch.kthvalue(torch.cat(list(scores)), to_prune).values
     pruned = [int((s < threshold).sum()) for s in scores]
     left = to_prune - sum(pruned)
     for i, s in enumerate(scores):
@@ -389,30 +397,72 @@ def allocate(
     {'layers.0': 0.578125, 'layers.1': 0.0}
     """
     ratio = check_ratio(ratio)
+    curve = allocation_curve(
+        model,
+        method,
+        analysis=analysis,
+        include=include,
+        exclude=exclude,
+        step=step,
+        max_ratio=max_ratio,
+    )
+    return curve(ratio)
+
+
+def allocation_curve(
+    model: nn.Module,
+    method: str = "uniform",
+    *,
+    analysis: pd.DataFrame | None = None,
+    include: str | re.Pattern[str] | None = None,
+    exclude: str | re.Pattern[str] | None = None,
+    step: float = 0.01,
+    max_ratio: float = 0.95,
+) -> Callable[[float], dict[str, float]]:
+    """:func:`allocate` as a function of the global ratio, with the per-model work (the
+    analysis, LAMP scores, shapes) done once: ``curve(ratio) == allocate(model, ratio, ...)``.
+    For callers that try several budgets (channel pruning's budget search).
+
+    >>> from tailwise.models import MLP
+    >>> curve = allocation_curve(MLP(64, [32], 10), "erk")
+    >>> curve(0.5) == allocate(MLP(64, [32], 10), 0.5, "erk")
+    True
+    """
     layers = prunable_layers(model, include=include, exclude=exclude)
-    columns = METRIC_COLUMNS if analysis is None else _numeric_columns(analysis)
+    columns = METRIC_COLUMNS if analysis is None else metric_columns_of(analysis)
     parsed = Allocation.parse(method, columns)
     weights = {name: layer_weight(module) for name, module in layers.items()}
+    names = list(layers)
     if parsed.kind is AllocationKind.UNIFORM or not layers:
-        return dict.fromkeys(layers, ratio)
+        return lambda ratio: dict.fromkeys(names, check_ratio(ratio))
     if parsed.kind is AllocationKind.LAMP:
-        ratios = _lamp_ratios(list(weights.values()), ratio)
-    elif parsed.kind is AllocationKind.ERK:
+        scores = _lamp_layer_scores(list(weights.values()))
+        return lambda ratio: dict(zip(names, _lamp_ratios(scores, check_ratio(ratio)), strict=True))
+    if parsed.kind is AllocationKind.ERK:
         shapes = [tuple(w.shape) for w in weights.values()]
-        ratios = [max(0.0, 1.0 - d) for d in erk_densities(shapes, 1.0 - ratio)]
-    else:
-        assert parsed.metric is not None
-        if analysis is None:
-            analysis = _analyze_layers(model, list(layers))
-        values = _layer_metric(analysis, parsed.metric, list(layers))
-        sizes = [w.numel() for w in weights.values()]
-        ratios = metric_ratios(
+
+        def erk(ratio: float) -> dict[str, float]:
+            densities = erk_densities(shapes, 1.0 - check_ratio(ratio))
+            return dict(zip(names, [max(0.0, 1.0 - d) for d in densities], strict=True))
+
+        return erk
+    assert parsed.metric is not None
+    if analysis is None:
+        analysis = _analyze_layers(model, names)
+    values = _layer_metric(analysis, parsed.metric, names)
+    sizes = [w.numel() for w in weights.values()]
+
+    def metric(ratio: float) -> dict[str, float]:
+        found = metric_ratios(
             values, sizes, ratio, inverse=parsed.inverse, step=step, max_ratio=max_ratio
         )
-    return dict(zip(layers, ratios, strict=True))
+        return dict(zip(names, found, strict=True))
+
+    return metric
 
 
-def _numeric_columns(analysis: pd.DataFrame) -> tuple[str, ...]:
+def metric_columns_of(analysis: pd.DataFrame) -> tuple[str, ...]:
+    """The numeric (non-boolean) columns of an analysis table: what a metric may name."""
     if "name" not in analysis.columns:
         raise ValueError("allocate: analysis must be a tailwise.analyze table with a 'name' column")
     return tuple(

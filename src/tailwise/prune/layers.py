@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailwise.weights import _compile
+from tailwise._errors import UsageError
+from tailwise.weights import compile_pattern
 
 __all__ = [
     "PRUNABLE_TYPES",
@@ -47,29 +48,31 @@ def prunable_layers(
     include: str | re.Pattern[str] | None = None,
     exclude: str | re.Pattern[str] | None = None,
 ) -> dict[str, nn.Module]:
-    """The Linear and Conv1d/2d/3d modules of ``model`` by module name, in definition order.
+    r"""The Linear and Conv1d/2d/3d modules of ``model`` by module name, in definition order.
 
-    ``include``/``exclude`` are regular expressions searched in the module name (the same rule
-    as :func:`tailwise.iter_layers`): a layer is kept if it matches ``include`` (when given)
-    and does not match ``exclude``. Modules reached under two names are listed once.
+    ``include``/``exclude`` are regular expressions searched (``re.search``) in the parameter
+    name of each layer's weight (``"layers.0.weight"``), the rule of :func:`tailwise.analyze`
+    and :func:`tailwise.iter_layers`: a layer is kept if its weight matches ``include`` (when
+    given) and does not match ``exclude``. Modules reached under two names are listed once.
 
     >>> from tailwise.models import MLP
     >>> list(prunable_layers(MLP(64, [32], 10)))
     ['layers.0', 'layers.1']
-    >>> list(prunable_layers(MLP(64, [32], 10), exclude=r"layers\\.1$"))
+    >>> list(prunable_layers(MLP(64, [32], 10), exclude=r"layers\.1\.weight$"))
     ['layers.0']
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
-    include_pattern = _compile(include, "include")
-    exclude_pattern = _compile(exclude, "exclude")
+    include_pattern = compile_pattern(include, "include")
+    exclude_pattern = compile_pattern(exclude, "exclude")
     layers: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
         if not isinstance(module, PRUNABLE_TYPES) or not name:
             continue
-        if include_pattern is not None and not include_pattern.search(name):
+        weight_name = f"{name}.weight"
+        if include_pattern is not None and not include_pattern.search(weight_name):
             continue
-        if exclude_pattern is not None and exclude_pattern.search(name):
+        if exclude_pattern is not None and exclude_pattern.search(weight_name):
             continue
         layers[name] = module
     return layers
@@ -99,7 +102,7 @@ def check_ratio(ratio: float, what: str = "ratio") -> float:
         raise TypeError(f"{what} must be a number in [0, 1), got {ratio!r}")
     value = float(ratio)
     if not math.isfinite(value) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{what} must be in [0, 1), got {ratio!r}")
+        raise UsageError(f"{what} must be in [0, 1), got {ratio!r}")
     return value
 
 
@@ -119,7 +122,7 @@ def resolve_ratios(
         unknown = sorted(set(ratios) - set(layers))
         if unknown:
             known = ", ".join(layers) or "none"
-            raise ValueError(
+            raise UsageError(
                 f"ratios name layers that are not prunable here: {unknown}; "
                 f"prunable layers: {known}"
             )

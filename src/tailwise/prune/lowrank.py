@@ -24,26 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailwise.prune.layers import (
-    layer_weight,
-    prepare,
-    prunable_layers,
-    rebuild_info,
-    resolve_ratios,
-    set_module,
-)
-from tailwise.prune.rebuild import module_spec
-from tailwise.prune.report import (
-    PruneResult,
-    dense_flops,
-    finalize,
-    layer_flops,
-    layer_kind,
-    make_report,
-    weight_params,
-)
+from tailwise.prune.layers import layer_weight
+from tailwise.prune.report import PruneResult
+from tailwise.prune.runner import Replacement, ReplacePruner, run_pruner
 
-__all__ = ["factorize", "lowrank_rank", "prune_lowrank"]
+__all__ = ["LowRankPruner", "factorize", "lowrank_rank", "prune_lowrank"]
 
 
 def lowrank_rank(out_dim: int, in_dim: int, ratio: float) -> int:
@@ -150,6 +135,7 @@ def prune_lowrank(
     exclude: str | re.Pattern[str] | None = None,
     example_inputs: Tensor | tuple[Any, ...] | None = None,
     inplace: bool = False,
+    progress: bool = True,
 ) -> PruneResult:
     """Replace each Linear/Conv layer by a rank-k factor pair holding ``(1 - r)`` of its weights.
 
@@ -168,64 +154,31 @@ def prune_lowrank(
       (1): Linear(in_features=28, out_features=512, bias=True)
     )
     """
-    history = rebuild_info(model)
-    work = prepare(model, inplace)
-    layers = prunable_layers(work, include=include, exclude=exclude)
-    if not layers:
-        raise ValueError("no Linear/Conv layer to prune (check include/exclude)")
-    ratios = resolve_ratios(layers, ratio)
-    flops_before = layer_flops(work, example_inputs, layers) if example_inputs is not None else None
-    replaced: dict[str, nn.Module] = {}
-    rows: list[dict[str, Any]] = []
-    edits: dict[str, dict[str, Any]] = {}
-    for name, module in layers.items():
-        r = ratios[name]
-        out_dim = layer_weight(module).shape[0]
-        in_dim = layer_weight(module)[0].numel()
-        n_weight = layer_weight(module).numel()
-        params = weight_params(module)
-        row: dict[str, Any] = {
-            "layer": name,
-            "kind": layer_kind(module),
-            "method": "lowrank",
-            "ratio": r,
-            "achieved": 0.0,
-            "params_before": params,
-            "params_after": params,
-            "rel_error": 0.0,
-            "note": "",
-        }
-        rows.append(row)
-        if r == 0.0:
-            continue
-        rank = lowrank_rank(out_dim, in_dim, r)
+    return run_pruner(
+        model,
+        ratio,
+        LowRankPruner(),
+        include=include,
+        exclude=exclude,
+        example_inputs=example_inputs,
+        inplace=inplace,
+        progress=progress,
+    )
+
+
+class LowRankPruner(ReplacePruner):
+    """Each layer becomes its best rank-k factor pair, k = :func:`lowrank_rank`."""
+
+    method = "lowrank"
+
+    def replace(self, name: str, module: nn.Module, ratio: float) -> Replacement | str:
+        weight = layer_weight(module)
+        out_dim, in_dim, n_weight = weight.shape[0], weight[0].numel(), weight.numel()
+        rank = lowrank_rank(out_dim, in_dim, ratio)
         if rank * (out_dim + in_dim) >= n_weight or rank >= min(out_dim, in_dim):
-            row["note"] = f"left dense: rank {rank} factors would not save parameters"
-            continue
+            return f"left dense: rank {rank} factors would not save parameters"
         if getattr(module, "groups", 1) != 1:
-            row["note"] = "left dense: grouped convolution"
-            continue
+            return "left dense: grouped convolution"
         pair, error = factorize(module, rank)
-        set_module(work, name, pair)
-        replaced[name] = pair
-        edits[name] = module_spec(pair)
-        kept = rank * (out_dim + in_dim)
-        row.update(
-            achieved=1.0 - kept / n_weight,
-            params_after=params - n_weight + kept,
-            rel_error=error,
-            note=f"rank {rank} of {min(out_dim, in_dim)}",
-        )
-    final = {name: replaced.get(name, module) for name, module in layers.items()}
-    flops_after = layer_flops(work, example_inputs, final) if example_inputs is not None else None
-    for row in rows:
-        name = row["layer"]
-        if flops_before is not None and flops_after is not None:
-            row["flops_before"] = float(flops_before[name])
-            row["flops_after"] = float(flops_after[name])
-        else:
-            before = dense_flops(layers[name])
-            row["flops_before"] = before
-            row["flops_after"] = before * (1.0 - row["achieved"])
-    result = PruneResult(model=work, report=make_report(rows), edits=edits, method="lowrank")
-    return finalize(result, history)
+        note = f"rank {rank} of {min(out_dim, in_dim)}"
+        return Replacement(pair, rank * (out_dim + in_dim), error, note)

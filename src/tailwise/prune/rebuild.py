@@ -19,14 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from tailwise._errors import UsageError
 from tailwise._io import atomic_path
 from tailwise.prune.layers import REBUILD_ATTR, RebuildInfo, set_module
 from tailwise.prune.report import PruneResult
+from tailwise.weights import (
+    WeightsError,
+    load_checkpoint,
+    load_safetensors,
+    read_safetensors_metadata,
+    unwrap_state_dict,
+)
 
 __all__ = [
     "apply_edits",
@@ -36,6 +43,7 @@ __all__ = [
     "module_spec",
     "read_metadata",
     "save_pruned",
+    "stored_architecture",
     "structure_specs",
 ]
 
@@ -205,7 +213,7 @@ def save_pruned(
     """
     target = Path(path)
     if target.suffix != ".safetensors":
-        raise ValueError(f"pruned models are written as .safetensors, got {target.name!r}")
+        raise UsageError(f"pruned models are written as .safetensors, got {target.name!r}")
     header: dict[str, str] = dict(metadata or {})
     if isinstance(model, PruneResult):
         edits = model.edits if edits is None else edits
@@ -226,85 +234,89 @@ def save_pruned(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The string metadata of a ``.safetensors`` file (empty dict if it has none).
+    """The string metadata of a ``.safetensors`` file (empty dict if it has none); the one
+    reader of :func:`tailwise.weights.read_safetensors_metadata` (``WeightsError`` naming a
+    missing or corrupt file)."""
+    return read_safetensors_metadata(path)
 
-    A file that is not valid safetensors raises ``ValueError`` naming it.
-    """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+
+def stored_architecture(meta: Mapping[str, str]) -> dict[str, Any] | None:
+    """The original architecture recorded in a saved model's metadata, or None."""
+    if ARCHITECTURE_KEY not in meta:
+        return None
     try:
-        with safe_open(os.fspath(path), framework="pt") as handle:
-            found: dict[str, str] | None = handle.metadata()
-    except Exception as exc:  # safetensors raises its own SafetensorError
-        raise ValueError(f"corrupt safetensors file {path}: {_first_line(exc)}") from None
-    return dict(found or {})
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+        found = json.loads(meta[ARCHITECTURE_KEY])
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"corrupt {ARCHITECTURE_KEY!r} metadata: {exc}") from None
+    if not isinstance(found, dict):
+        raise WeightsError(f"corrupt {ARCHITECTURE_KEY!r} metadata: not a JSON object")
+    return found
 
 
 def load_pruned(
     path: str | os.PathLike[str],
     model: nn.Module | Callable[[], nn.Module] | None = None,
     *,
+    build: Callable[[Mapping[str, Any]], nn.Module] | None = None,
     device: str | torch.device | None = None,
     trust_pickle: bool = False,
 ) -> nn.Module:
     """Rebuild a model written by :func:`save_pruned` (or ``tailwise prune --out``).
 
-    ``model``: a fresh instance of the *original* architecture (or a zero-argument factory);
-    when omitted, the architecture stored in the file is built with
-    :func:`tailwise.models.build_model`. The stored edits are applied, the weights loaded with
-    ``strict=True``, and the model returned in eval mode on ``device`` (default CPU).
-    A torch checkpoint (``.pt``/``.pth``/``.bin``: a state dict, possibly nested under
-    ``"state_dict"``/``"model"``) can be loaded into ``model`` too; it is read with
-    ``weights_only=True`` unless ``trust_pickle``.
+    ``model``: a fresh instance of the *original* architecture (or a zero-argument factory).
+    When omitted, the architecture stored in the file is built by ``build`` (constructor
+    arguments -> module; default :func:`tailwise.models.build_model`, the tailwise models).
+    The stored edits are applied, the weights loaded with ``strict=True``, and the model
+    returned in eval mode on ``device`` (default CPU). A torch checkpoint
+    (``.pt``/``.pth``/``.bin``: a state dict, possibly nested under ``"state_dict"`` /
+    ``"model"``) can be loaded into ``model`` too; it is read with ``weights_only=True``
+    unless ``trust_pickle``. File problems raise :class:`tailwise.WeightsError`; a file
+    without an architecture and no ``model`` a :class:`tailwise.UsageError`.
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"no such file: {file}")
+        raise WeightsError(f"no such file: {file}")
     is_safetensors = file.suffix == ".safetensors"
     meta = read_metadata(file) if is_safetensors else {}
+    architecture = stored_architecture(meta)
     if model is None:
-        if ARCHITECTURE_KEY not in meta:
-            raise ValueError(
+        if architecture is None:
+            raise UsageError(
                 f"{file} does not record a tailwise architecture; pass model= (a fresh "
                 "instance of the original architecture, or a factory)"
             )
-        from tailwise.models import build_model
-
-        net = build_model(json.loads(meta[ARCHITECTURE_KEY]))
+        if build is None:
+            from tailwise.models.registry import build_model as build
+        net = build(architecture)
     elif isinstance(model, nn.Module):
         net = model
     else:
         net = model()
         if not isinstance(net, nn.Module):
-            raise TypeError(f"model factory returned {type(net).__name__}, not an nn.Module")
-    edits = json.loads(meta.get(EDITS_KEY, "{}"))
-    architecture = json.loads(meta[ARCHITECTURE_KEY]) if ARCHITECTURE_KEY in meta else None
-    apply_edits(net, edits)
+            raise UsageError(f"model factory returned {type(net).__name__}, not an nn.Module")
+    try:
+        edits = json.loads(meta.get(EDITS_KEY, "{}"))
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{file}: corrupt {EDITS_KEY!r} metadata: {exc}") from None
+    try:
+        apply_edits(net, edits)
+    except (ValueError, TypeError) as exc:
+        raise WeightsError(f"{file}: {exc}") from None
     if is_safetensors:
-        try:
-            state: Mapping[str, torch.Tensor] = load_file(os.fspath(file))
-        except Exception as exc:  # SafetensorError on a truncated or corrupt file
-            raise ValueError(f"corrupt safetensors file {file}: {_first_line(exc)}") from None
+        state: Mapping[str, torch.Tensor] = load_safetensors(file)
     else:
-        from tailwise.weights import _load_torch, _unwrap
-
-        loaded = _unwrap(_load_torch(file, trust_pickle))
+        loaded = unwrap_state_dict(load_checkpoint(file, trust_pickle=trust_pickle))
         if isinstance(loaded, nn.Module):
             loaded = loaded.state_dict()
         if not isinstance(loaded, Mapping):
-            raise ValueError(f"{file} holds a {type(loaded).__name__}, not a state dict")
+            raise WeightsError(f"{file} holds a {type(loaded).__name__}, not a state dict")
         state = loaded
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])
-        raise ValueError(f"{file}: weights do not fit the model: {detail[:400]}") from None
+        raise WeightsError(f"{file}: weights do not fit the model: {detail[:400]}") from None
     # Pruning the loaded model again keeps the history: save_pruned writes all edits.
     setattr(net, REBUILD_ATTR, RebuildInfo(architecture, edits))
     return net.to("cpu" if device is None else device).eval()

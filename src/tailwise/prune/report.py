@@ -14,9 +14,9 @@ does (dense PyTorch runs a masked layer at full cost).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import pandas as pd
@@ -27,6 +27,7 @@ from tailwise.prune.layers import REBUILD_ATTR, RebuildInfo, layer_weight, merge
 
 __all__ = [
     "REPORT_COLUMNS",
+    "LayerReport",
     "PruneResult",
     "dense_flops",
     "finalize",
@@ -36,19 +37,25 @@ __all__ = [
     "weight_params",
 ]
 
-REPORT_COLUMNS: tuple[str, ...] = (
-    "layer",
-    "kind",
-    "method",
-    "ratio",
-    "achieved",
-    "params_before",
-    "params_after",
-    "flops_before",
-    "flops_after",
-    "rel_error",
-    "note",
-)
+
+@dataclass
+class LayerReport:
+    """One row of a pruning report: what happened to one layer (see :class:`PruneResult`)."""
+
+    layer: str
+    kind: str
+    method: str
+    ratio: float
+    achieved: float = 0.0
+    params_before: int = 0
+    params_after: int = 0
+    flops_before: float = float("nan")
+    flops_after: float = float("nan")
+    rel_error: float = 0.0
+    note: str = ""
+
+
+REPORT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(LayerReport))
 
 
 @dataclass
@@ -186,9 +193,9 @@ def layer_kind(module: nn.Module) -> str:
     return type(module).__name__.lower()
 
 
-def make_report(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def make_report(rows: Sequence[LayerReport]) -> pd.DataFrame:
     """A report DataFrame with exactly :data:`REPORT_COLUMNS`, in that order."""
-    df = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
+    df = pd.DataFrame([asdict(row) for row in rows], columns=list(REPORT_COLUMNS))
     for col in ("params_before", "params_after"):
         df[col] = df[col].astype("int64")
     for col in ("ratio", "achieved", "flops_before", "flops_after", "rel_error"):

@@ -22,25 +22,20 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from tailwise.prune.layers import (
-    layer_weight,
-    prepare,
-    prunable_layers,
-    rebuild_info,
-    resolve_ratios,
-)
+from tailwise._errors import UsageError, first_line
+from tailwise._modules import as_args
+from tailwise.prune.layers import layer_weight, prunable_layers
 from tailwise.prune.rebuild import changed_modules, structure_specs
 from tailwise.prune.report import (
+    LayerReport,
     PruneResult,
-    finalize,
     layer_flops,
     layer_kind,
-    make_report,
     weight_params,
 )
-from tailwise.prune.unstructured import apply_masks
+from tailwise.prune.runner import Edits, ExampleInputs, MaskPruner, Pruner, run_pruner
 
-__all__ = ["output_layers", "prune_channels", "prune_nodes"]
+__all__ = ["ChannelPruner", "NodePruner", "output_layers", "prune_channels", "prune_nodes"]
 
 
 def _unit_keep_mask(weight: Tensor, remove: int) -> Tensor:
@@ -60,6 +55,17 @@ def _unit_keep_mask(weight: Tensor, remove: int) -> Tensor:
     return keep.reshape(*keep.shape, *([1] * (w.ndim - 2))).expand_as(w).clone()
 
 
+class NodePruner(MaskPruner):
+    """Zero the ``floor(r * units)`` weakest input nodes (Linear columns) or kernels."""
+
+    method = "node"
+
+    def layer_mask(self, name: str, module: nn.Module, ratio: float) -> Tensor:
+        weight = layer_weight(module)
+        units = weight.shape[1] if weight.ndim == 2 else weight.shape[0] * weight.shape[1]
+        return _unit_keep_mask(weight, math.floor(ratio * units))
+
+
 def prune_nodes(
     model: nn.Module,
     ratio: float | Mapping[str, float],
@@ -68,6 +74,7 @@ def prune_nodes(
     exclude: str | re.Pattern[str] | None = None,
     example_inputs: Tensor | tuple[Any, ...] | None = None,
     inplace: bool = False,
+    progress: bool = True,
 ) -> PruneResult:
     """Zero whole input nodes (Linear columns) or kernels (conv W[o, i]) with the smallest l2 norm.
 
@@ -80,23 +87,16 @@ def prune_nodes(
     >>> int((result.model.layers[0].weight.abs().sum(dim=0) == 0).sum())  # 4 of 8 columns
     4
     """
-    history = rebuild_info(model)
-    work = prepare(model, inplace)
-    layers = prunable_layers(work, include=include, exclude=exclude)
-    if not layers:
-        raise ValueError("no Linear/Conv layer to prune (check include/exclude)")
-    ratios = resolve_ratios(layers, ratio)
-    masks: dict[str, Tensor] = {}
-    for name, r in ratios.items():
-        if r == 0.0:
-            continue
-        weight = layer_weight(layers[name])
-        units = weight.shape[1] if weight.ndim == 2 else weight.shape[0] * weight.shape[1]
-        masks[name] = _unit_keep_mask(weight, math.floor(r * units))
-    result = apply_masks(
-        work, layers, masks, method="node", ratios=ratios, example_inputs=example_inputs
+    return run_pruner(
+        model,
+        ratio,
+        NodePruner(),
+        include=include,
+        exclude=exclude,
+        example_inputs=example_inputs,
+        inplace=inplace,
+        progress=progress,
     )
-    return finalize(result, history)
 
 
 def _flatten_tensors(value: Any) -> list[Tensor]:
@@ -107,10 +107,6 @@ def _flatten_tensors(value: Any) -> list[Tensor]:
     if isinstance(value, list | tuple):
         return [t for v in value for t in _flatten_tensors(v)]
     return []
-
-
-def _as_args(example_inputs: Tensor | tuple[Any, ...]) -> tuple[Any, ...]:
-    return example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
 
 
 def output_layers(
@@ -132,7 +128,7 @@ def output_layers(
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            outputs = _flatten_tensors(model(*_as_args(example_inputs)))
+            outputs = _flatten_tensors(model(*as_args(example_inputs)))
     finally:
         for handle in handles:
             handle.remove()
@@ -144,7 +140,7 @@ def _importance(kind: str) -> tp.importance.Importance:
         return tp.importance.GroupMagnitudeImportance(p=2)
     if kind == "l1":
         return tp.importance.GroupMagnitudeImportance(p=1)
-    raise ValueError(f"importance must be 'l2' or 'l1', got {kind!r}")
+    raise UsageError(f"importance must be 'l2' or 'l1', got {kind!r}")
 
 
 def prune_channels(
@@ -180,105 +176,159 @@ def prune_channels(
     >>> result.model.features[0].conv.out_channels, result.model.head.in_features
     (16, 128)
     """
-    history = rebuild_info(model)
-    work = prepare(model, inplace)
-    layers = prunable_layers(work)
-    selected = prunable_layers(work, include=include, exclude=exclude)
-    if not selected:
-        raise ValueError("no Linear/Conv layer to prune (check include/exclude)")
     if isinstance(ignored, str):
         raise TypeError(f"ignored must be a sequence of layer names, got the string {ignored!r}")
-    unknown = sorted(set(ignored) - set(layers))
-    if unknown:
-        raise ValueError(f"ignored names layers that are not Linear/Conv layers: {unknown}")
-    ratios = resolve_ratios(selected, ratio)
-    was_training = work.training
-    work.eval()
-    try:
-        outputs = output_layers(work, example_inputs, layers)
-        protected = set(outputs) | set(ignored)
-        if isinstance(ratio, Mapping):
-            named = sorted(n for n in protected if ratios.get(n, 0.0) > 0)
-            if named:
-                why = (
-                    "they produce the model output"
-                    if set(named) <= set(outputs)
-                    else "they produce the model output or are in ignored"
+    pruner = ChannelPruner(
+        example_inputs,
+        importance=importance,
+        round_to=round_to,
+        ignored=ignored,
+        dict_ratios=isinstance(ratio, Mapping),
+        original=None if inplace else model,
+    )
+    return run_pruner(
+        model, ratio, pruner, include=include, exclude=exclude, inplace=inplace, progress=False
+    )
+
+
+class ChannelPruner(Pruner):
+    """Physical removal of output channels over the whole dependency graph (Torch-Pruning).
+
+    Not a per-layer hook: coupled layers (residual sums, concatenations, the next layer's
+    input channels) shrink together, so :meth:`apply` prunes the graph at once and reports
+    every Linear/Conv layer of the model, selected or not. ``original``: the untouched model,
+    searched for the failing layer when the graph cannot be pruned (None: no search).
+    """
+
+    method = "channel"
+
+    def __init__(
+        self,
+        example_inputs: ExampleInputs,
+        *,
+        importance: str = "l2",
+        round_to: int | None = None,
+        ignored: Sequence[str] = (),
+        dict_ratios: bool = False,
+        original: nn.Module | None = None,
+    ) -> None:
+        _importance(importance)  # validated before any work
+        self.example_inputs = example_inputs
+        self.importance = importance
+        self.round_to = round_to
+        self.ignored = tuple(ignored)
+        self.dict_ratios = dict_ratios
+        self.original = original
+
+    def apply(
+        self,
+        model: nn.Module,
+        layers: Mapping[str, nn.Module],
+        ratios: Mapping[str, float],
+        example_inputs: ExampleInputs | None,
+        progress: bool,
+    ) -> tuple[list[LayerReport], Edits]:
+        inputs = self.example_inputs
+        everything = prunable_layers(model)
+        unknown = sorted(set(self.ignored) - set(everything))
+        if unknown:
+            raise UsageError(f"ignored names layers that are not Linear/Conv layers: {unknown}")
+        was_training = model.training
+        model.eval()
+        try:
+            outputs = output_layers(model, inputs, everything)
+            protected = set(outputs) | set(self.ignored)
+            if self.dict_ratios:
+                named = sorted(n for n in protected if ratios.get(n, 0.0) > 0)
+                if named:
+                    why = (
+                        "they produce the model output"
+                        if set(named) <= set(outputs)
+                        else "they produce the model output or are in ignored"
+                    )
+                    raise UsageError(f"cannot remove output channels of {named}: {why}")
+            before = _layer_state(everything)
+            specs_before = structure_specs(model)
+            flops_before = layer_flops(model, inputs, everything)
+            out_shapes = [t.shape for t in _outputs(model, inputs)]
+            self._prune_graph(model, everything, ratios, protected)
+            new_shapes = [t.shape for t in _outputs(model, inputs)]
+            if new_shapes != out_shapes:
+                raise UsageError(
+                    f"channel pruning changed the model's output shape {out_shapes} -> "
+                    f"{new_shapes}; exclude or ignore the layer that produces the output"
                 )
-                raise ValueError(f"cannot remove output channels of {named}: {why}")
-        before = _layer_state(layers)
-        specs_before = structure_specs(work)
-        flops_before = layer_flops(work, example_inputs, layers)
-        out_shapes = [t.shape for t in _outputs(work, example_inputs)]
+            flops_after = layer_flops(model, inputs, everything)
+            edits = changed_modules(specs_before, model)
+        finally:
+            model.train(was_training)
+        rows = []
+        for name, module in everything.items():
+            n0, c0, norm0, params0 = before[name]
+            weight = layer_weight(module).detach()
+            norm1 = float(torch.linalg.vector_norm(weight.to(torch.float64))) ** 2
+            note = ""
+            c1 = _channels(module)
+            if c1 != c0 or weight.shape[1] * weight[0, 0].numel() != n0 // c0:
+                note = f"out {c0} -> {c1}, in -> {weight.shape[1]}"
+            requested = ratios.get(name, 0.0)
+            if name in protected:
+                requested = 0.0
+                kept = "output layer" if name in outputs else "ignored"
+                note = (f"{kept}: output channels kept; " + note).strip("; ")
+            rows.append(
+                LayerReport(
+                    layer=name,
+                    kind=layer_kind(module),
+                    method=self.method,
+                    ratio=requested,
+                    achieved=1.0 - weight.numel() / n0,
+                    params_before=params0,
+                    params_after=weight_params(module),
+                    flops_before=float(flops_before[name]),
+                    flops_after=float(flops_after[name]),
+                    # The kept weights are a sub-array of W: ||W - W'||^2 = ||W||^2 - ||W'||^2.
+                    rel_error=math.sqrt(max(0.0, 1.0 - norm1 / norm0)) if norm0 > 0 else 0.0,
+                    note=note,
+                )
+            )
+        return rows, edits
+
+    def _prune_graph(
+        self,
+        model: nn.Module,
+        layers: Mapping[str, nn.Module],
+        ratios: Mapping[str, float],
+        protected: set[str],
+    ) -> None:
+        round_to = self.round_to
         pruning = {
             layers[name]: _clamped(r, _channels(layers[name]), round_to)
             for name, r in ratios.items()
             if r > 0 and name not in protected and _channels(layers[name]) > (round_to or 1)
         }
-        if pruning:
-            protected_modules = [layers[name] for name in sorted(protected)]
-            try:
-                _meta_prune(work, example_inputs, importance, pruning, protected_modules, round_to)
-                # A forward pass that breaks after pruning (e.g. a hard-coded reshape) is a
-                # failure of the same kind: a dependency the graph did not see.
-                _outputs(work, example_inputs)
-            except Exception as exc:  # Torch-Pruning raises many types while tracing
-                culprit = (
-                    "" if inplace else _failing_layer(model, example_inputs, ratios, protected)
-                )
-                raise ValueError(
-                    f"the dependency graph of {type(model).__name__} could not be pruned"
-                    + (f" at layer {culprit!r}" if culprit else "")
-                    + f" ({type(exc).__name__}: {_first_line(exc)}); exclude that layer "
-                    "(exclude= or ignored=; --exclude on the command line)"
-                ) from exc
-        new_shapes = [t.shape for t in _outputs(work, example_inputs)]
-        if new_shapes != out_shapes:
-            raise ValueError(
-                f"channel pruning changed the model's output shape {out_shapes} -> "
-                f"{new_shapes}; exclude or ignore the layer that produces the output"
+        if not pruning:
+            return
+        protected_modules = [layers[name] for name in sorted(protected)]
+        try:
+            _meta_prune(
+                model, self.example_inputs, self.importance, pruning, protected_modules, round_to
             )
-        flops_after = layer_flops(work, example_inputs, layers)
-        edits = changed_modules(specs_before, work)
-    finally:
-        work.train(was_training)
-    rows = []
-    for name, module in layers.items():
-        n0, c0, norm0, params0 = before[name]
-        weight = layer_weight(module).detach()
-        norm1 = float(torch.linalg.vector_norm(weight.to(torch.float64))) ** 2
-        note = ""
-        c1 = _channels(module)
-        if c1 != c0 or weight.shape[1] * weight[0, 0].numel() != n0 // c0:
-            note = f"out {c0} -> {c1}, in -> {weight.shape[1]}"
-        requested = ratios.get(name, 0.0)
-        if name in protected:
-            requested = 0.0
-            kept = "output layer" if name in outputs else "ignored"
-            note = (f"{kept}: output channels kept; " + note).strip("; ")
-        rows.append(
-            {
-                "layer": name,
-                "kind": layer_kind(module),
-                "method": "channel",
-                "ratio": requested,
-                "achieved": 1.0 - weight.numel() / n0,
-                "params_before": params0,
-                "params_after": weight_params(module),
-                "flops_before": float(flops_before[name]),
-                "flops_after": float(flops_after[name]),
-                # The kept weights are a sub-array of W: ||W - W_kept||^2 = ||W||^2 - ||W_kept||^2.
-                "rel_error": math.sqrt(max(0.0, 1.0 - norm1 / norm0)) if norm0 > 0 else 0.0,
-                "note": note,
-            }
-        )
-    result = PruneResult(model=work, report=make_report(rows), edits=edits, method="channel")
-    return finalize(result, history)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+            # A forward pass that breaks after pruning (e.g. a hard-coded reshape) is a
+            # failure of the same kind: a dependency the graph did not see.
+            _outputs(model, self.example_inputs)
+        except Exception as exc:  # Torch-Pruning raises many types while tracing
+            culprit = (
+                _failing_layer(self.original, self.example_inputs, ratios, protected)
+                if self.original is not None
+                else ""
+            )
+            raise UsageError(
+                f"the dependency graph of {type(model).__name__} could not be pruned"
+                + (f" at layer {culprit!r}" if culprit else "")
+                + f" ({type(exc).__name__}: {first_line(exc)}); exclude that layer "
+                "(exclude= or ignored=; --exclude on the command line)"
+            ) from exc
 
 
 def _meta_prune(
@@ -325,7 +375,7 @@ def _failing_layer(
                 [layers[p] for p in sorted(protected)],
                 None,
             )
-            trial(*_as_args(example_inputs))
+            trial(*as_args(example_inputs))
         except Exception:
             return name
     return ""
@@ -354,4 +404,4 @@ def _layer_state(layers: Mapping[str, nn.Module]) -> dict[str, tuple[int, int, f
 
 def _outputs(model: nn.Module, example_inputs: Tensor | tuple[Any, ...]) -> list[Tensor]:
     with torch.no_grad():
-        return _flatten_tensors(model(*_as_args(example_inputs)))
+        return _flatten_tensors(model(*as_args(example_inputs)))

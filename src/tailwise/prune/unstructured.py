@@ -19,51 +19,13 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import prune as torch_prune
 
-from tailwise.prune.layers import (
-    check_ratio,
-    layer_weight,
-    prepare,
-    prunable_layers,
-    rebuild_info,
-    refresh_pruned,
-    resolve_ratios,
-)
-from tailwise.prune.report import (
-    PruneResult,
-    dense_flops,
-    finalize,
-    layer_flops,
-    layer_kind,
-    make_report,
-    weight_params,
-)
+from tailwise._errors import UsageError
+from tailwise.prune.layers import check_ratio, layer_weight
+from tailwise.prune.report import PruneResult
+from tailwise.prune.runner import MaskPruner, apply_masks, run_pruner
 
-__all__ = ["apply_masks", "prune_magnitude"]
-
-
-class _CenteredFromMask(torch_prune.CustomFromMask):
-    """``torch.nn.utils.prune`` method whose pruned entries take a constant (the median)."""
-
-    def __init__(self, mask: Tensor, center: float) -> None:
-        super().__init__(mask)
-        self.center = center
-
-    @classmethod
-    def apply(  # type: ignore[override]
-        cls, module: nn.Module, name: str, mask: Tensor, center: float
-    ) -> _CenteredFromMask:
-        # CustomFromMask.apply only forwards `mask`; go to the base to pass `center` too.
-        method = torch_prune.BasePruningMethod.apply.__func__(  # type: ignore[attr-defined]
-            cls, module, name, mask=mask, center=center
-        )
-        return method
-
-    def apply_mask(self, module: nn.Module) -> Tensor:
-        orig = getattr(module, self._tensor_name + "_orig")
-        mask = getattr(module, self._tensor_name + "_mask").to(dtype=orig.dtype)
-        return orig * mask + self.center * (1 - mask)
+__all__ = ["GlobalMagnitudePruner", "MagnitudePruner", "apply_masks", "prune_magnitude"]
 
 
 def _median(weight: Tensor) -> float:
@@ -103,82 +65,51 @@ def _smallest_mask(scores: Tensor, remove: int) -> Tensor:
     return keep.view_as(scores)
 
 
-def _masked_error(weight: Tensor, keep: Tensor, center: float) -> float:
-    """||W - W'||_F / ||W||_F where W' sets the entries outside ``keep`` to ``center``."""
-    w = weight.detach()
-    norm = float(torch.linalg.vector_norm(w, dtype=torch.float64))
-    if norm == 0.0:
-        return 0.0
-    removed = w[~keep.to(w.device)].to(torch.float64) - center
-    return float(torch.linalg.vector_norm(removed)) / norm
+class MagnitudePruner(MaskPruner):
+    """Each layer loses its ``floor(r N)`` smallest entries by ``|w|`` (``|w - median|`` when
+    ``center``; pruned entries then take the median)."""
 
+    method = "magnitude"
 
-def apply_masks(
-    model: nn.Module,
-    layers: Mapping[str, nn.Module],
-    masks: Mapping[str, Tensor],
-    *,
-    centers: Mapping[str, float] | None = None,
-    method: str,
-    ratios: Mapping[str, float],
-    example_inputs: Tensor | tuple[Any, ...] | None = None,
-    notes: Mapping[str, str] | None = None,
-) -> PruneResult:
-    """Attach ``masks`` (layer name -> keep-mask shaped like its weight) as
-    ``torch.nn.utils.prune`` masks and build the :class:`PruneResult` report.
+    def __init__(self, *, center: bool = False) -> None:
+        self.centered = center
 
-    The report has one row per layer of ``ratios`` (the requested ratios); layers without a
-    mask are reported unchanged.
-    ``centers`` (layer -> value) makes pruned entries equal that value instead of 0. Shared
-    by magnitude, node and kernel pruning: the one place masks are applied.
-    """
-    centers = centers or {}
-    notes = notes or {}
-    # ||W - W'||_F / ||W||_F from the removed entries, before the masks go on (no copies).
-    errors = {
-        name: _masked_error(layer_weight(layers[name]), masks[name], centers.get(name, 0.0))
-        if name in masks
-        else 0.0
-        for name in ratios
-    }
-    flops_before = (
-        layer_flops(model, example_inputs, layers) if example_inputs is not None else None
-    )
-    for name, mask in masks.items():
-        module = layers[name]
-        mask_t = mask.to(device=layer_weight(module).device, dtype=layer_weight(module).dtype)
-        center = centers.get(name, 0.0)
-        if center != 0.0:
-            _CenteredFromMask.apply(module, "weight", mask=mask_t, center=center)
-        else:
-            torch_prune.custom_from_mask(module, "weight", mask_t)
-    refresh_pruned(model)
-    rows = []
-    for name in ratios:
-        module = layers[name]
-        n_weight = layer_weight(module).numel()
-        removed = int((~masks[name]).sum()) if name in masks else 0
-        params = weight_params(module)
-        # A sparse kernel does the MACs of the kept weights only (plus, when centred, one
-        # median * sum(x) per output, which is not counted).
-        f_before = float(flops_before[name]) if flops_before is not None else dense_flops(module)
-        f_after = f_before * (n_weight - removed) / n_weight
-        rows.append(
-            {
-                "layer": name,
-                "kind": layer_kind(module),
-                "method": method,
-                "ratio": ratios[name],
-                "achieved": removed / n_weight,
-                "params_before": params,
-                "params_after": params - removed,
-                "flops_before": f_before,
-                "flops_after": f_after,
-                "rel_error": errors[name],
-                "note": notes.get(name, ""),
-            }
+    def layer_mask(self, name: str, module: nn.Module, ratio: float) -> Tensor:
+        weight = layer_weight(module)
+        return _smallest_mask(
+            _importance(weight, self.centered), math.floor(ratio * weight.numel())
         )
-    return PruneResult(model=model, report=make_report(rows), method=method)
+
+    def center(self, module: nn.Module) -> float:
+        return _median(layer_weight(module)) if self.centered else 0.0
+
+
+class GlobalMagnitudePruner(MagnitudePruner):
+    """One threshold over all selected layers removes ``floor(ratio * sum N_l)`` entries; a
+    layer that would lose every weight keeps its largest one."""
+
+    method = "global-magnitude"
+
+    def resolve(
+        self, layers: Mapping[str, nn.Module], ratio: float | Mapping[str, float]
+    ) -> dict[str, float]:
+        if isinstance(ratio, Mapping):
+            raise UsageError("scope='global' takes one float ratio, not a dict of layer ratios")
+        return dict.fromkeys(layers, check_ratio(ratio))
+
+    def masks(
+        self,
+        layers: Mapping[str, nn.Module],
+        ratios: Mapping[str, float],
+        notes: dict[str, str],
+        progress: bool,
+    ) -> dict[str, Tensor]:
+        scores = {
+            name: _importance(layer_weight(module), self.centered)
+            for name, module in layers.items()
+        }
+        ratio = next(iter(ratios.values()), 0.0)
+        return _global_masks(scores, ratio, notes)
 
 
 def prune_magnitude(
@@ -191,6 +122,7 @@ def prune_magnitude(
     exclude: str | re.Pattern[str] | None = None,
     example_inputs: Tensor | tuple[Any, ...] | None = None,
     inplace: bool = False,
+    progress: bool = True,
 ) -> PruneResult:
     """Zero the smallest-magnitude weights of every Linear/Conv layer (as prune masks).
 
@@ -202,6 +134,8 @@ def prune_magnitude(
     ``center=True`` ranks ``|w - median|`` per layer and sets pruned weights to the median
     (source 003). Biases are never pruned. The model is deep-copied unless ``inplace``.
     ``example_inputs`` enables FLOPs in the report (sparse FLOPs after pruning).
+    ``include`` / ``exclude``: regular expressions searched in each layer's weight parameter
+    name (``"layers.0.weight"``), as in :func:`tailwise.analyze`.
 
     >>> from tailwise.models import MLP
     >>> result = prune_magnitude(MLP(64, [32], 10), 0.9)
@@ -209,49 +143,20 @@ def prune_magnitude(
     {'layer': ['layers.0', 'layers.1'], 'achieved': [0.9, 0.9]}
     """
     if scope not in ("layer", "global"):
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
-    history = rebuild_info(model)
-    work = prepare(model, inplace)
-    layers = prunable_layers(work, include=include, exclude=exclude)
-    if not layers:
-        raise ValueError("no Linear/Conv layer to prune (check include/exclude)")
-    centers = (
-        {name: _median(layer_weight(module)) for name, module in layers.items()} if center else {}
+        raise UsageError(f"scope must be 'layer' or 'global', got {scope!r}")
+    pruner = (
+        MagnitudePruner(center=center) if scope == "layer" else GlobalMagnitudePruner(center=center)
     )
-    notes: dict[str, str] = {}
-    if scope == "layer":
-        ratios = resolve_ratios(layers, ratio)
-        # One layer's scores at a time: at 100M parameters all of them would be gigabytes.
-        masks = {
-            name: _smallest_mask(
-                _importance(layer_weight(layers[name]), center),
-                math.floor(r * layer_weight(layers[name]).numel()),
-            )
-            for name, r in ratios.items()
-            if r > 0
-        }
-        method = "magnitude"
-    else:
-        if isinstance(ratio, Mapping):
-            raise TypeError("scope='global' takes one float ratio, not a dict of layer ratios")
-        value = check_ratio(ratio)
-        ratios = dict.fromkeys(layers, value)
-        scores = {
-            name: _importance(layer_weight(module), center) for name, module in layers.items()
-        }
-        masks = _global_masks(scores, value, notes)
-        method = "global-magnitude"
-    result = apply_masks(
-        work,
-        layers,
-        masks,
-        centers=centers,
-        method=method,
-        ratios=ratios,
+    return run_pruner(
+        model,
+        ratio,
+        pruner,
+        include=include,
+        exclude=exclude,
         example_inputs=example_inputs,
-        notes=notes,
+        inplace=inplace,
+        progress=progress,
     )
-    return finalize(result, history)
 
 
 def _global_masks(
