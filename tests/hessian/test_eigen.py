@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import warnings
-from collections.abc import Iterator
 from dataclasses import FrozenInstanceError
 
 import numpy as np
@@ -14,7 +13,6 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from _oracles import dense_hessian
-from tailwise._threads import single_threaded
 from tailwise.data import load_digits_dataset
 from tailwise.hessian import eigen as eigen_module
 from tailwise.hessian.eigen import EigenResult, top_eigenvalues
@@ -23,13 +21,6 @@ from tailwise.models import MLP
 
 F64 = torch.float64
 cross_entropy = nn.functional.cross_entropy
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: a second intra-op thread only waits on a shared 2-core machine (50x)."""
-    with single_threaded():
-        yield
 
 
 class Problem:
@@ -41,7 +32,7 @@ class Problem:
         self.batches = [(inputs[:half], targets[:half]), (inputs[half:], targets[half:])]
         # Double backward: less fixed cost per product than forward-over-reverse on tiny models.
         self.operator = HessianOperator(
-            model, cross_entropy, self.batches, method="double-backward"
+            model, cross_entropy, self.batches, hvp_method="double-backward"
         )
         self.hessian = dense_hessian(model, cross_entropy, inputs, targets, self.operator.names)
         self.spectrum: NDArray[np.float64] = torch.linalg.eigvalsh(self.hessian).numpy()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import doctest
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image
 import numpy as np
@@ -18,21 +20,15 @@ from tailwise.hessian import plots as plots_module
 from tailwise.hessian.plots import plot_density, plot_eigenvalues
 from tailwise.hessian.trace import SpectralDensity, spectral_density
 
-
-class DenseOperator:
-    def __init__(self, matrix: Tensor) -> None:
-        self.matrix = matrix
-        self.num_params = matrix.shape[0]
-        self.dtype = matrix.dtype
-        self.device = matrix.device
-
-    def matmat(self, vectors: Tensor) -> Tensor:
-        return self.matrix @ vectors
+#: The ``dense_operator`` fixture of conftest.py: ``dense_operator(matrix)`` -> operator.
+DenseFactory = Callable[[Tensor], Any]
 
 
-def two_cluster_density(num_iters: int = 12, num_runs: int = 3) -> SpectralDensity:
+def two_cluster_density(
+    dense_operator: DenseFactory, num_iters: int = 12, num_runs: int = 3
+) -> SpectralDensity:
     diagonal = np.concatenate([np.linspace(-0.1, 0.1, 80), np.linspace(20.0, 21.0, 4)])
-    op = DenseOperator(torch.diag(torch.from_numpy(diagonal)))
+    op = dense_operator(torch.diag(torch.from_numpy(diagonal)))
     return spectral_density(op, num_iters=num_iters, num_runs=num_runs)
 
 
@@ -49,8 +45,10 @@ def ydata(line: Line2D) -> NDArray[np.float64]:
 
 
 @pytest.mark.parametrize(("log", "scale"), [(True, "log"), (False, "linear")])
-def test_plot_density_draws_the_density_and_marks_every_node(log: bool, scale: str) -> None:
-    density = two_cluster_density()
+def test_plot_density_draws_the_density_and_marks_every_node(
+    log: bool, scale: str, dense_operator: DenseFactory
+) -> None:
+    density = two_cluster_density(dense_operator)
     fig = plot_density(density, log=log, title="MLP $1")
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     ax = fig.axes[0]
@@ -71,8 +69,10 @@ def test_plot_density_draws_the_density_and_marks_every_node(log: bool, scale: s
     assert ax.get_xlim()[0] <= finite.min() and ax.get_xlim()[1] >= finite.max()
 
 
-def test_plot_density_sigma_and_eigenvalue_marks_and_given_axes() -> None:
-    density = two_cluster_density()
+def test_plot_density_sigma_and_eigenvalue_marks_and_given_axes(
+    dense_operator: DenseFactory,
+) -> None:
+    density = two_cluster_density(dense_operator)
     fig = Figure()
     ax = fig.add_subplot(1, 2, 2)
     returned = plot_density(density, ax=ax, sigma=0.5, num_points=300, eigenvalues=[20.0, 21.0])
@@ -84,16 +84,16 @@ def test_plot_density_sigma_and_eigenvalue_marks_and_given_axes() -> None:
     assert sorted(xdata(line)[0] for line in marks) == [20.0, 21.0]
 
 
-def test_plot_density_saves_to_png(tmp_path: Path) -> None:
+def test_plot_density_saves_to_png(tmp_path: Path, dense_operator: DenseFactory) -> None:
     path = tmp_path / "density.png"
-    plot_density(two_cluster_density()).savefig(path, dpi=50)
+    plot_density(two_cluster_density(dense_operator)).savefig(path, dpi=50)
     image = matplotlib.image.imread(path)
     assert image.shape[0] == 200 and image.shape[1] == 300  # 6 x 4 inches at 50 dpi
     assert image[..., :3].std() > 0  # not blank
 
 
-def test_plot_density_of_a_broken_down_run() -> None:
-    op = DenseOperator(2.0 * torch.eye(10, dtype=torch.float64))
+def test_plot_density_of_a_broken_down_run(dense_operator: DenseFactory) -> None:
+    op = dense_operator(2.0 * torch.eye(10, dtype=torch.float64))
     fig = plot_density(spectral_density(op, num_iters=5, num_runs=2))
     (rug,) = lines_by_gid(fig, "nodes")
     np.testing.assert_allclose(xdata(rug), [2.0, 2.0])  # NaN padding is not drawn

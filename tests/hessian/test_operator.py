@@ -16,20 +16,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from _oracles import dense_hessian
-from tailwise._threads import single_threaded
+from tailwise._errors import UsageError
 from tailwise.hessian import operator as operator_module
 from tailwise.hessian.operator import HessianOperator
 from tailwise.models import MLP, SmallCNN
 
 F64 = torch.float64
 cross_entropy = nn.functional.cross_entropy
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: a second intra-op thread only waits on a shared 2-core machine (50x)."""
-    with single_threaded():
-        yield
 
 
 @dataclass
@@ -95,7 +88,9 @@ def assert_close(actual: Tensor, expected: Tensor, tol: float = 1e-8) -> None:
 @pytest.mark.parametrize("method", ["forward-over-reverse", "double-backward"])
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_products_equal_dense_hessian(case: Case, method: str, vectorize: bool) -> None:
-    op = HessianOperator(case.model, case.loss_fn, case.batches, method=method, vectorize=vectorize)
+    op = HessianOperator(
+        case.model, case.loss_fn, case.batches, hvp_method=method, vectorize=vectorize
+    )
     hessian = full_hessian(case, op)
     assert op.shape == hessian.shape == (op.num_params, op.num_params)
     block = random_block(op.num_params, 4)
@@ -110,7 +105,7 @@ def test_forward_over_reverse_equals_double_backward(case: Case) -> None:
     block = None
     results = []
     for method in ("forward-over-reverse", "double-backward"):
-        op = HessianOperator(case.model, case.loss_fn, case.batches, method=method)
+        op = HessianOperator(case.model, case.loss_fn, case.batches, hvp_method=method)
         block = random_block(op.num_params, 3) if block is None else block
         results.append(op.matmat(block))
     assert_close(results[0], results[1], tol=1e-12)
@@ -340,8 +335,8 @@ def test_bad_arguments_raise_clear_errors() -> None:
         HessianOperator(case.model, cross_entropy, [])
     with pytest.raises(TypeError, match="pair"):
         HessianOperator(case.model, cross_entropy, [(case.inputs,)])
-    with pytest.raises(ValueError, match="method must be one of"):
-        HessianOperator(case.model, cross_entropy, case.batches, method="finite-differences")
+    with pytest.raises(ValueError, match="hvp_method must be one of"):
+        HessianOperator(case.model, cross_entropy, case.batches, hvp_method="finite-differences")
     with pytest.raises(ValueError, match="unknown parameter names"):
         HessianOperator(case.model, cross_entropy, case.batches, params=["nope"])
     op = HessianOperator(case.model, cross_entropy, case.batches)
@@ -357,7 +352,69 @@ def test_device_argument_and_repr() -> None:
     case = make_case("mlp")
     op = HessianOperator(case.model, cross_entropy, case.batches, device="cpu")
     assert op.device == torch.device("cpu") and op.dtype == F64
-    assert "num_params=53" in repr(op)
+    assert "num_params=53" in repr(op) and "hvp_method='forward-over-reverse'" in repr(op)
+
+
+def test_a_device_other_than_the_models_is_refused_and_nothing_moves() -> None:
+    case = make_case("mlp")
+    before = {name: p.device for name, p in case.model.named_parameters()}
+    with pytest.raises(UsageError, match=r"model\.to\('meta'\)"):
+        HessianOperator(case.model, cross_entropy, case.batches, device="meta")
+    assert {name: p.device for name, p in case.model.named_parameters()} == before
+
+
+@pytest.mark.gpu
+def test_batches_go_to_the_models_device_and_the_model_stays() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    case = make_case("mlp")
+    expected = HessianOperator(case.model, cross_entropy, case.batches).matvec(
+        random_block(53, 1)[:, 0]
+    )
+    model = copy.deepcopy(case.model).cuda()
+    op = HessianOperator(model, cross_entropy, case.batches, device="cuda")  # CPU batches
+    assert op.device.type == "cuda"
+    assert_close(op.matvec(random_block(53, 1)[:, 0]).cpu(), expected, tol=1e-10)
+    with pytest.raises(UsageError, match="move it first"):
+        HessianOperator(case.model, cross_entropy, case.batches, device="cuda")
+    assert next(case.model.parameters()).device.type == "cpu"
+
+
+def test_method_is_a_deprecated_alias_of_hvp_method() -> None:
+    case = make_case("mlp")
+    with pytest.warns(DeprecationWarning, match="hvp_method"):
+        op = HessianOperator(case.model, cross_entropy, case.batches, method="double-backward")
+    assert op.hvp_method.value == "double-backward"
+    with pytest.warns(DeprecationWarning):
+        assert op.method is op.hvp_method
+    with pytest.raises(TypeError, match="hvp_method only"):
+        HessianOperator(
+            case.model,
+            cross_entropy,
+            case.batches,
+            method="double-backward",
+            hvp_method="double-backward",
+        )
+
+
+def test_forward_mode_failures_are_remembered_per_operator() -> None:
+    # mse_loss: forward mode fails on torch 2.13; each operator warns once, and a second
+    # operator (no process-wide memory) warns again.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double()
+    x, y = torch.randn(10, 4, dtype=F64), torch.randn(10, 2, dtype=F64)
+    mse = nn.functional.mse_loss
+
+    def failures(op: HessianOperator) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            op.matvec(random_block(op.num_params, 1)[:, 0])
+            op.matvec(random_block(op.num_params, 1)[:, 0])
+        return sum("forward-over-reverse HVP failed" in str(w.message) for w in caught)
+
+    first = failures(HessianOperator(model, mse, (x, y), check_deterministic=False))
+    second = failures(HessianOperator(model, mse, (x, y), check_deterministic=False))
+    assert first == second <= 1
 
 
 def test_memory_is_linear_in_the_number_of_parameters() -> None:

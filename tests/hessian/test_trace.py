@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import doctest
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,23 +23,16 @@ from tailwise.hessian.trace import (
     spectral_density,
 )
 
+#: The ``dense_operator`` fixture of conftest.py: ``dense_operator(matrix)`` -> operator.
+DenseFactory = Callable[[Tensor], Any]
 
-class DenseOperator:
-    """A dense symmetric matrix as a SymmetricOperator; counts calls and columns."""
 
-    def __init__(self, matrix: Tensor) -> None:
-        self.matrix = matrix
-        self.num_params = matrix.shape[0]
-        self.dtype = matrix.dtype
-        self.device = matrix.device
-        self.calls = 0
-        self.columns = 0
-
-    def matmat(self, vectors: Tensor) -> Tensor:
-        assert vectors.dtype == self.dtype and vectors.shape[0] == self.num_params
-        self.calls += 1
-        self.columns += vectors.shape[1]
-        return self.matrix @ vectors
+def wrong_shape(dense_operator: DenseFactory, matrix: Tensor) -> Any:
+    """A dense operator whose ``matmat`` returns one column too few (a broken operator)."""
+    op = dense_operator(matrix)
+    product = op.matmat
+    op.matmat = lambda vectors: product(vectors)[:, :1]
+    return op
 
 
 def symmetric(eigenvalues: NDArray[np.float64], seed: int = 0) -> Tensor:
@@ -60,9 +55,9 @@ def spread_spectrum(n: int = 60, seed: int = 1) -> NDArray[np.float64]:
 
 
 @pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
-def test_hutchinson_is_unbiased_over_seeds(distribution: str) -> None:
+def test_hutchinson_is_unbiased_over_seeds(distribution: str, dense_operator: DenseFactory) -> None:
     evals = spread_spectrum()
-    op = DenseOperator(symmetric(evals))
+    op = dense_operator(symmetric(evals))
     results = [hutchinson_trace(op, 40, seed=seed, distribution=distribution) for seed in range(40)]
     estimates = np.array([r.estimate for r in results])
     spread = estimates.std(ddof=1) / math.sqrt(estimates.size)
@@ -75,9 +70,10 @@ def test_hutchinson_is_unbiased_over_seeds(distribution: str) -> None:
 @pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
 def test_hutchinson_std_error_matches_theory_and_shrinks_like_one_over_sqrt_m(
     distribution: str,
+    dense_operator: DenseFactory,
 ) -> None:
     matrix = symmetric(spread_spectrum())
-    op = DenseOperator(matrix)
+    op = dense_operator(matrix)
     small = hutchinson_trace(op, 200, seed=0, distribution=distribution)
     large = hutchinson_trace(op, 3200, seed=1, distribution=distribution)
     assert large.std_error < small.std_error
@@ -89,8 +85,8 @@ def test_hutchinson_std_error_matches_theory_and_shrinks_like_one_over_sqrt_m(
     assert large.std_error == pytest.approx(math.sqrt(variance / 3200), rel=0.1)
 
 
-def test_hutchinson_blocks_change_calls_not_probes() -> None:
-    op = DenseOperator(symmetric(spread_spectrum()))
+def test_hutchinson_blocks_change_calls_not_probes(dense_operator: DenseFactory) -> None:
+    op = dense_operator(symmetric(spread_spectrum()))
     reference = hutchinson_trace(op, 50, block_size=50).samples
     for block_size, calls in [(1, 50), (7, 8), (64, 1)]:
         op.calls = op.columns = 0
@@ -99,15 +95,15 @@ def test_hutchinson_blocks_change_calls_not_probes() -> None:
         np.testing.assert_allclose(result.samples, reference, rtol=1e-12)
 
 
-def test_hutchinson_rademacher_is_exact_on_a_diagonal_matrix() -> None:
+def test_hutchinson_rademacher_is_exact_on_a_diagonal_matrix(dense_operator: DenseFactory) -> None:
     diagonal = torch.linspace(-3.0, 7.0, 40, dtype=torch.float64)
-    result = hutchinson_trace(DenseOperator(torch.diag(diagonal)), 5, seed=3)
+    result = hutchinson_trace(dense_operator(torch.diag(diagonal)), 5, seed=3)
     assert result.estimate == pytest.approx(float(diagonal.sum()), abs=1e-10)
     assert result.std_error == pytest.approx(0.0, abs=1e-10)
 
 
-def test_trace_estimate_fields_and_running_estimates() -> None:
-    op = DenseOperator(symmetric(spread_spectrum()))
+def test_trace_estimate_fields_and_running_estimates(dense_operator: DenseFactory) -> None:
+    op = dense_operator(symmetric(spread_spectrum()))
     result = hutchinson_trace(op, 30)
     assert isinstance(result, TraceEstimate)
     assert result.samples.shape == (30,) and result.samples.dtype == np.float64
@@ -119,18 +115,18 @@ def test_trace_estimate_fields_and_running_estimates() -> None:
     assert math.isnan(hutchinson_trace(op, 1).std_error)
 
 
-def test_trace_estimators_are_reproducible_by_seed() -> None:
-    op = DenseOperator(symmetric(spread_spectrum()))
+def test_trace_estimators_are_reproducible_by_seed(dense_operator: DenseFactory) -> None:
+    op = dense_operator(symmetric(spread_spectrum()))
     for estimator in (hutchinson_trace, hutchpp_trace):
         first, again, other = (estimator(op, 30, seed=s) for s in (5, 5, 6))
         assert first.estimate == again.estimate
         assert first.estimate != other.estimate
 
 
-def test_float32_operator_gives_the_float64_estimate() -> None:
+def test_float32_operator_gives_the_float64_estimate(dense_operator: DenseFactory) -> None:
     matrix = symmetric(spread_spectrum())
-    exact = hutchinson_trace(DenseOperator(matrix), 20, seed=2).estimate
-    single = hutchinson_trace(DenseOperator(matrix.float()), 20, seed=2).estimate
+    exact = hutchinson_trace(dense_operator(matrix), 20, seed=2).estimate
+    single = hutchinson_trace(dense_operator(matrix.float()), 20, seed=2).estimate
     assert single == pytest.approx(exact, rel=1e-5)
 
 
@@ -138,26 +134,28 @@ def test_float32_operator_gives_the_float64_estimate() -> None:
 
 
 @pytest.mark.parametrize(("rank", "num_matvecs"), [(3, 9), (5, 15), (5, 17), (8, 40)])
-def test_hutchpp_is_exact_on_low_rank_matrices(rank: int, num_matvecs: int) -> None:
+def test_hutchpp_is_exact_on_low_rank_matrices(
+    rank: int, num_matvecs: int, dense_operator: DenseFactory
+) -> None:
     evals = np.zeros(80)
     evals[:rank] = np.random.default_rng(rank).normal(0.0, 5.0, rank)  # indefinite
-    op = DenseOperator(symmetric(evals, seed=rank))
+    op = dense_operator(symmetric(evals, seed=rank))
     result = hutchpp_trace(op, num_matvecs, seed=0)
     assert result.estimate == pytest.approx(evals.sum(), abs=1e-9)
     assert result.std_error < 1e-9
     assert result.num_matvecs == op.columns == num_matvecs
 
 
-def test_hutchpp_is_not_exact_below_its_rank_budget() -> None:
+def test_hutchpp_is_not_exact_below_its_rank_budget(dense_operator: DenseFactory) -> None:
     evals = np.zeros(80)
     evals[:10] = np.linspace(1.0, 10.0, 10)
-    result = hutchpp_trace(DenseOperator(symmetric(evals)), 9, seed=0)  # sketch of 3 < 10
+    result = hutchpp_trace(dense_operator(symmetric(evals)), 9, seed=0)  # sketch of 3 < 10
     assert abs(result.estimate - evals.sum()) > 1e-6
 
 
-def test_hutchpp_beats_hutchinson_on_a_fast_decaying_spectrum() -> None:
+def test_hutchpp_beats_hutchinson_on_a_fast_decaying_spectrum(dense_operator: DenseFactory) -> None:
     evals = 1.0 / np.arange(1, 201) ** 2
-    op = DenseOperator(symmetric(evals))
+    op = dense_operator(symmetric(evals))
     plain = np.array([hutchinson_trace(op, 60, seed=s).estimate for s in range(30)])
     plus = np.array([hutchpp_trace(op, 60, seed=s).estimate for s in range(30)])
     rms_plain = np.sqrt(np.mean((plain - evals.sum()) ** 2))
@@ -166,9 +164,9 @@ def test_hutchpp_beats_hutchinson_on_a_fast_decaying_spectrum() -> None:
     assert abs(plus.mean() - evals.sum()) < 4 * plus.std(ddof=1) / math.sqrt(plus.size)
 
 
-def test_hutchpp_on_a_tiny_operator_uses_fewer_products() -> None:
+def test_hutchpp_on_a_tiny_operator_uses_fewer_products(dense_operator: DenseFactory) -> None:
     evals = np.array([1.0, 2.0, 3.0, 4.0])
-    op = DenseOperator(symmetric(evals))
+    op = dense_operator(symmetric(evals))
     result = hutchpp_trace(op, 30)  # sketch of 10 > n = 4: Q has 4 columns
     assert result.num_matvecs == op.columns == 10 + 4 + 10
     assert result.estimate == pytest.approx(10.0, abs=1e-12)
@@ -177,13 +175,8 @@ def test_hutchpp_on_a_tiny_operator_uses_fewer_products() -> None:
 # --- validation ---------------------------------------------------------------------------
 
 
-class WrongShape(DenseOperator):
-    def matmat(self, vectors: Tensor) -> Tensor:
-        return super().matmat(vectors)[:, :1]
-
-
-def test_bad_arguments_are_rejected_with_their_value() -> None:
-    op = DenseOperator(symmetric(spread_spectrum()))
+def test_bad_arguments_are_rejected_with_their_value(dense_operator: DenseFactory) -> None:
+    op = dense_operator(symmetric(spread_spectrum()))
     with pytest.raises(ValueError, match="num_samples must be a positive int, got 0"):
         hutchinson_trace(op, 0)
     with pytest.raises(ValueError, match="distribution must be one of"):
@@ -199,14 +192,14 @@ def test_bad_arguments_are_rejected_with_their_value() -> None:
     with pytest.raises(ValueError, match="tol"):
         spectral_density(op, tol=-1.0)
     with pytest.raises(ValueError, match=r"returned shape \(60, 1\)"):
-        hutchinson_trace(WrongShape(op.matrix), 10)
+        hutchinson_trace(wrong_shape(dense_operator, op.matrix), 10)
 
 
 # --- stochastic Lanczos quadrature ----------------------------------------------------------
 
 
-def test_slq_weights_sum_to_one_and_density_integrates_to_one() -> None:
-    op = DenseOperator(symmetric(spread_spectrum(100)))
+def test_slq_weights_sum_to_one_and_density_integrates_to_one(dense_operator: DenseFactory) -> None:
+    op = dense_operator(symmetric(spread_spectrum(100)))
     density = spectral_density(op, num_iters=20, num_runs=4)
     assert isinstance(density, SpectralDensity)
     assert density.nodes.shape == density.weights.shape == (4, 20)
@@ -221,16 +214,18 @@ def test_slq_weights_sum_to_one_and_density_integrates_to_one() -> None:
         assert integral(values, grid) == pytest.approx(1.0, abs=1e-12)
 
 
-def test_slq_runs_share_one_matmat_per_step() -> None:
-    op = DenseOperator(symmetric(spread_spectrum(100)))
+def test_slq_runs_share_one_matmat_per_step(dense_operator: DenseFactory) -> None:
+    op = dense_operator(symmetric(spread_spectrum(100)))
     density = spectral_density(op, num_iters=15, num_runs=6)
     assert (op.calls, op.columns, density.num_matvecs) == (15, 90, 90)
 
 
-def test_slq_mass_sits_on_the_clusters_in_proportion_to_their_sizes() -> None:
+def test_slq_mass_sits_on_the_clusters_in_proportion_to_their_sizes(
+    dense_operator: DenseFactory,
+) -> None:
     rng = np.random.default_rng(0)
     evals = np.concatenate([rng.normal(-1.0, 0.05, 90), rng.normal(5.0, 0.1, 30)])
-    density = spectral_density(DenseOperator(symmetric(evals)), num_iters=25, num_runs=30)
+    density = spectral_density(dense_operator(symmetric(evals)), num_iters=25, num_runs=30)
     finite = np.isfinite(density.nodes)
     nodes, weights = density.nodes[finite], density.weights[finite] / density.num_runs
     assert weights[nodes < 2].sum() == pytest.approx(0.75, abs=0.05)
@@ -241,10 +236,12 @@ def test_slq_mass_sits_on_the_clusters_in_proportion_to_their_sizes() -> None:
     assert integral(values[low], grid[low]) == pytest.approx(0.75, abs=0.05)
 
 
-def test_slq_quadrature_is_exact_for_polynomials_below_degree_two_k() -> None:
+def test_slq_quadrature_is_exact_for_polynomials_below_degree_two_k(
+    dense_operator: DenseFactory,
+) -> None:
     # With Rademacher q, q_i^2 = 1/n, so q^T A^p q = tr(A^p)/n for every run of a diagonal A.
     diagonal = np.linspace(0.5, 2.0, 50) ** 2
-    op = DenseOperator(torch.diag(torch.from_numpy(diagonal)))
+    op = dense_operator(torch.diag(torch.from_numpy(diagonal)))
     k = 5
     density = spectral_density(op, num_iters=k, num_runs=3)
     per_run = [(density.weights * density.nodes**p).sum(axis=1) for p in range(2 * k + 1)]
@@ -254,9 +251,9 @@ def test_slq_quadrature_is_exact_for_polynomials_below_degree_two_k() -> None:
     assert np.all(per_run[2 * k] < np.mean(diagonal ** (2 * k)) * (1 - 1e-6))
 
 
-def test_slq_moments_are_unbiased_for_a_dense_matrix() -> None:
+def test_slq_moments_are_unbiased_for_a_dense_matrix(dense_operator: DenseFactory) -> None:
     evals = spread_spectrum(30)
-    op = DenseOperator(symmetric(evals))
+    op = dense_operator(symmetric(evals))
     density = spectral_density(op, num_iters=3, num_runs=2000, seed=1)
     for p in range(6):
         per_run = (density.weights * density.nodes**p).sum(axis=1)
@@ -265,9 +262,9 @@ def test_slq_moments_are_unbiased_for_a_dense_matrix() -> None:
     assert density.moment(1) * density.num_params == pytest.approx(evals.sum(), rel=0.1)
 
 
-def test_slq_largest_node_converges_to_the_largest_eigenvalue() -> None:
+def test_slq_largest_node_converges_to_the_largest_eigenvalue(dense_operator: DenseFactory) -> None:
     evals = spread_spectrum(300)
-    op = DenseOperator(symmetric(evals))
+    op = dense_operator(symmetric(evals))
     errors = [
         evals.max() - np.nanmax(spectral_density(op, num_iters=m, num_runs=1).nodes)
         for m in (5, 10, 20, 40)
@@ -277,17 +274,17 @@ def test_slq_largest_node_converges_to_the_largest_eigenvalue() -> None:
     assert errors[-1] < 1e-6 * evals.max()
 
 
-def test_slq_with_n_steps_recovers_the_whole_spectrum() -> None:
+def test_slq_with_n_steps_recovers_the_whole_spectrum(dense_operator: DenseFactory) -> None:
     evals = spread_spectrum(40)
-    density = spectral_density(DenseOperator(symmetric(evals)), num_iters=100, num_runs=2)
+    density = spectral_density(dense_operator(symmetric(evals)), num_iters=100, num_runs=2)
     assert density.nodes.shape == (2, 40)  # num_iters clipped to n
     for run in range(2):
         np.testing.assert_allclose(density.nodes[run], np.sort(evals), atol=1e-8)
 
 
-def test_slq_breakdown_stops_with_the_nodes_found() -> None:
+def test_slq_breakdown_stops_with_the_nodes_found(dense_operator: DenseFactory) -> None:
     evals = np.repeat([1.0, 2.0, 5.0], [10, 20, 30])
-    op = DenseOperator(symmetric(evals))
+    op = dense_operator(symmetric(evals))
     density = spectral_density(op, num_iters=10, num_runs=4)
     np.testing.assert_array_equal(density.num_nodes, [3, 3, 3, 3])
     assert op.calls == 3 and density.num_matvecs == 12
@@ -301,8 +298,10 @@ def test_slq_breakdown_stops_with_the_nodes_found() -> None:
     assert integral(values, grid) == pytest.approx(1.0, abs=1e-12)
 
 
-def test_slq_breakdown_at_the_first_step_of_a_multiple_of_the_identity() -> None:
-    op = DenseOperator(3.0 * torch.eye(20, dtype=torch.float64))
+def test_slq_breakdown_at_the_first_step_of_a_multiple_of_the_identity(
+    dense_operator: DenseFactory,
+) -> None:
+    op = dense_operator(3.0 * torch.eye(20, dtype=torch.float64))
     density = spectral_density(op, num_iters=5, num_runs=2)
     np.testing.assert_array_equal(density.num_nodes, [1, 1])
     np.testing.assert_allclose(density.nodes[:, 0], 3.0)
@@ -311,8 +310,10 @@ def test_slq_breakdown_at_the_first_step_of_a_multiple_of_the_identity() -> None
     assert grid[np.argmax(values)] == pytest.approx(3.0, abs=0.01)
 
 
-def test_slq_runs_that_stop_at_different_steps_keep_their_own_results() -> None:
-    op = DenseOperator(symmetric(spread_spectrum(60)))
+def test_slq_runs_that_stop_at_different_steps_keep_their_own_results(
+    dense_operator: DenseFactory,
+) -> None:
+    op = dense_operator(symmetric(spread_spectrum(60)))
     # A loose threshold makes runs stop when their beta first falls below 0.45 ||T||.
     batch = spectral_density(op, num_iters=30, num_runs=8, seed=4, tol=0.45)
     counts = batch.num_nodes
@@ -326,8 +327,8 @@ def test_slq_runs_that_stop_at_different_steps_keep_their_own_results() -> None:
 
 
 @pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
-def test_slq_is_reproducible_by_seed(distribution: str) -> None:
-    op = DenseOperator(symmetric(spread_spectrum(80)))
+def test_slq_is_reproducible_by_seed(distribution: str, dense_operator: DenseFactory) -> None:
+    op = dense_operator(symmetric(spread_spectrum(80)))
 
     def run(seed: int) -> SpectralDensity:
         return spectral_density(op, num_iters=10, num_runs=2, seed=seed, distribution=distribution)
@@ -336,15 +337,17 @@ def test_slq_is_reproducible_by_seed(distribution: str) -> None:
     assert not np.allclose(run(3).nodes, run(4).nodes)
 
 
-def test_slq_on_a_float32_operator_matches_float64() -> None:
+def test_slq_on_a_float32_operator_matches_float64(dense_operator: DenseFactory) -> None:
     matrix = symmetric(spread_spectrum(80))
-    double = spectral_density(DenseOperator(matrix), num_iters=15, num_runs=2)
-    single = spectral_density(DenseOperator(matrix.float()), num_iters=15, num_runs=2)
+    double = spectral_density(dense_operator(matrix), num_iters=15, num_runs=2)
+    single = spectral_density(dense_operator(matrix.float()), num_iters=15, num_runs=2)
     np.testing.assert_allclose(single.nodes, double.nodes, rtol=1e-4, atol=1e-4)
 
 
-def test_slq_result_is_read_only_and_grid_arguments_are_checked() -> None:
-    density = spectral_density(DenseOperator(symmetric(spread_spectrum(30))), num_iters=5)
+def test_slq_result_is_read_only_and_grid_arguments_are_checked(
+    dense_operator: DenseFactory,
+) -> None:
+    density = spectral_density(dense_operator(symmetric(spread_spectrum(30))), num_iters=5)
     with pytest.raises(ValueError):
         density.nodes[0, 0] = 0.0
     with pytest.raises(ValueError, match="sigma"):
