@@ -79,9 +79,12 @@ def test_uniform_gives_every_layer_the_ratio() -> None:
     assert list(ratios) == ["features.0.conv", "features.1.conv", "head"]
 
 
-def test_include_exclude_select_layers_by_module_name() -> None:
+def test_include_exclude_select_layers_by_parameter_name() -> None:
     model = SmallCNN()
-    assert list(allocate(model, 0.3, exclude=r"^head$")) == ["features.0.conv", "features.1.conv"]
+    assert list(allocate(model, 0.3, exclude=r"^head\.weight$")) == [
+        "features.0.conv",
+        "features.1.conv",
+    ]
     assert list(allocate(model, 0.3, "erk", include=r"conv")) == [
         "features.0.conv",
         "features.1.conv",

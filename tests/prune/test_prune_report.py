@@ -24,6 +24,7 @@ from tailwise.prune.layers import (
 )
 from tailwise.prune.report import (
     REPORT_COLUMNS,
+    LayerReport,
     dense_flops,
     layer_kind,
     make_report,
@@ -131,7 +132,7 @@ def test_make_report_columns_and_dtypes() -> None:
             "note": None,
         }
     ]
-    df = make_report(rows)
+    df = make_report([LayerReport(**row) for row in rows])  # type: ignore[arg-type]
     assert tuple(df.columns) == REPORT_COLUMNS
     assert df["params_before"].dtype == np.int64 and df["params_after"].dtype == np.int64
     for col in ("ratio", "achieved", "flops_before", "flops_after", "rel_error"):
@@ -141,20 +142,22 @@ def test_make_report_columns_and_dtypes() -> None:
     assert tuple(empty.columns) == REPORT_COLUMNS and len(empty) == 0
 
 
-def _row(name: str, pb: int, pa: int, fb: float, fa: float) -> dict[str, object]:
-    return {
-        "layer": name,
-        "kind": "linear",
-        "method": "m",
-        "ratio": 0.5,
-        "achieved": 1 - pa / pb,
-        "params_before": pb,
-        "params_after": pa,
-        "flops_before": fb,
-        "flops_after": fa,
-        "rel_error": 0.0,
-        "note": "",
-    }
+def _row(name: str, pb: int, pa: int, fb: float, fa: float) -> LayerReport:
+    return LayerReport(
+        **{  # type: ignore[arg-type]
+            "layer": name,
+            "kind": "linear",
+            "method": "m",
+            "ratio": 0.5,
+            "achieved": 1 - pa / pb,
+            "params_before": pb,
+            "params_after": pa,
+            "flops_before": fb,
+            "flops_after": fa,
+            "rel_error": 0.0,
+            "note": "",
+        }
+    )
 
 
 def test_totals_sums_and_ratios() -> None:
@@ -206,7 +209,9 @@ def test_prunable_layers_types_order_include_exclude_and_sharing() -> None:
     )
     assert list(prunable_layers(model)) == ["0", "1", "4.0", "5"]
     assert list(prunable_layers(model, include=r"^4\.")) == ["4.0"]
-    assert list(prunable_layers(model, exclude=r"^[01]$")) == ["4.0", "5"]
+    assert list(prunable_layers(model, exclude=r"^[01]\.weight$")) == ["4.0", "5"]
+    # Patterns match parameter names, as in analyze: a module name anchored at $ matches none.
+    assert list(prunable_layers(model, exclude=r"^[01]$")) == ["0", "1", "4.0", "5"]
     assert list(prunable_layers(model, include="4|5", exclude="5")) == ["4.0"]
     # The root module is never listed (it has no name).
     assert prunable_layers(nn.Linear(3, 3)) == {}

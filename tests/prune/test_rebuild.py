@@ -24,6 +24,7 @@ from tailwise.prune import (
     save_pruned,
 )
 from tailwise.prune.rebuild import apply_edits, build_module, module_spec, read_metadata
+from tailwise.weights import WeightsError
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mlp": (lambda: MLP(8, [16, 12], 3), (2, 8)),
@@ -185,7 +186,7 @@ def test_loading_into_the_wrong_architecture_is_a_clear_error(tmp_path: Path) ->
         load_pruned(path, model=SmallCNN())
     with pytest.raises(ValueError, match="do not fit"):
         load_pruned(path, model=MLP(8, [16], 5))  # layers.1 has the wrong shape
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(WeightsError, match="no such file"):
         load_pruned(tmp_path / "missing.safetensors")
 
 

@@ -94,7 +94,7 @@ class GlobalMagnitudePruner(MagnitudePruner):
         self, layers: Mapping[str, nn.Module], ratio: float | Mapping[str, float]
     ) -> dict[str, float]:
         if isinstance(ratio, Mapping):
-            raise UsageError("scope='global' takes one float ratio, not a dict of layer ratios")
+            raise TypeError("scope='global' takes one float ratio, not a dict of layer ratios")
         return dict.fromkeys(layers, check_ratio(ratio))
 
     def masks(
