@@ -231,7 +231,9 @@ def tailwise_runner(
     method: str, tol: float | None
 ) -> Callable[[nn.Module, Tensor, Tensor, int], Run]:
     def run(model: nn.Module, x: Tensor, y: Tensor, k: int) -> Run:
-        result = top_eigenvalues(model, F.cross_entropy, (x, y), k=k, method=method, tol=tol)
+        result = top_eigenvalues(
+            model, F.cross_entropy, (x, y), k=k, method=method, tol=tol, progress=False
+        )
         return Run(np.asarray(result.eigenvalues, dtype=np.float64), result.num_matvecs)
 
     return run
@@ -348,7 +350,7 @@ def hvp_part(model: nn.Module, x: Tensor, y: Tensor, rounds: int, block: int) ->
         return hvp(model, F.cross_entropy, x, y, vector)
 
     def double_backward() -> object:
-        return hvp(model, F.cross_entropy, x, y, vector, method="double-backward")
+        return hvp(model, F.cross_entropy, x, y, vector, hvp_method="double-backward")
 
     def matvec() -> object:
         return vmapped.matvec(flat[:, 0])
@@ -447,7 +449,7 @@ def memory_child(width: float, batch: int, seed: int, threads: int) -> None:
         return hvp(model, F.cross_entropy, x, y, vector)
 
     def lanczos() -> object:
-        return top_eigenvalues(model, F.cross_entropy, (x, y), k=1)
+        return top_eigenvalues(model, F.cross_entropy, (x, y), k=1, progress=False)
 
     # Warm-up: lazy imports, oneDNN primitives, ARPACK; freed buffers are returned to the OS.
     gradient()
