@@ -31,15 +31,7 @@ from typer.testing import CliRunner
 from _cli import run_cli
 from tailwise.cli import app
 from tailwise.data.digits import digits_loaders
-from tailwise.prune import (
-    PruneResult,
-    allocate,
-    load_pruned,
-    prune_channels,
-    prune_lowrank,
-    prune_magnitude,
-    prune_nodes,
-)
+from tailwise.prune import PruneResult, load_pruned, prune
 from tailwise.prune.rebuild import ARCHITECTURE_KEY, EDITS_KEY, read_metadata
 from tailwise.prune.report import REPORT_COLUMNS
 from tailwise.reference import reference_checkpoint, reference_model
@@ -218,22 +210,16 @@ def reference_commands(folder: Path) -> dict[str, list[str]]:
 
 
 def prune_in_process(model: nn.Module, case: Case) -> PruneResult:
-    """What ``tailwise prune --method M --ratio R --allocate A`` does to the reference MLP."""
-    inputs = torch.zeros(1, 64)
-    if case.method == "global-magnitude":
-        return prune_magnitude(model, case.ratio, scope="global", example_inputs=inputs)
-    ratios: Any = case.ratio
-    if case.allocation != "uniform":
-        # channel pruning keeps the classifier's outputs, so the budget skips it
-        exclude = r"^layers\.3$" if case.method == "channel" else None
-        ratios = allocate(model, case.ratio, case.allocation, exclude=exclude)
-    if case.method == "magnitude":
-        return prune_magnitude(model, ratios, example_inputs=inputs)
-    if case.method == "lowrank":
-        return prune_lowrank(model, ratios, example_inputs=inputs)
-    if case.method == "node":
-        return prune_nodes(model, ratios, example_inputs=inputs)
-    return prune_channels(model, ratios, inputs)
+    """What ``tailwise prune --method M --ratio R --allocate A`` does to the reference MLP:
+    exactly :func:`tailwise.prune.prune` with the MLP's example input."""
+    return prune(
+        model,
+        case.ratio,
+        method=case.method,
+        allocation=case.allocation,
+        example_inputs=torch.zeros(1, 64),
+        progress=False,
+    )
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -330,7 +316,7 @@ def test_reprune_channel_then_lowrank(jobs: Jobs, digits: torch.Tensor) -> None:
     assert_ok(run)
     assert "digits test accuracy" not in run.stdout  # a file, not the reference network
     first = load_pruned(folder / "channel-alpha.safetensors")
-    expected = prune_lowrank(first, 0.4, example_inputs=torch.zeros(1, 64))
+    expected = prune(first, 0.4, method="lowrank", example_inputs=torch.zeros(1, 64))
     final = load_pruned(folder / "channel-lowrank.safetensors")
     assert torch.equal(final(digits), expected.model.eval()(digits))
     meta = read_metadata(folder / "channel-lowrank.safetensors")
@@ -341,7 +327,8 @@ def test_reprune_channel_then_lowrank(jobs: Jobs, digits: torch.Tensor) -> None:
     assert edits["layers.0"]["type"] == "Sequential"  # low-rank factors of a channel-pruned layer
     factors = edits["layers.0"]["children"]
     assert factors[1][1]["out_features"] == first.layers[0].out_features < 512
-    assert final.layers[3][1].out_features == 10
+    assert isinstance(final.layers[3], nn.Linear)  # the output layer is protected
+    assert final.layers[3].out_features == 10
 
 
 def test_reprune_lowrank_file(jobs: Jobs) -> None:
@@ -447,7 +434,7 @@ def test_any_architecture_with_model_and_input_shape(
     assert "digits test accuracy" not in run.stdout
     original = module.make_tiny()
     original.load_state_dict(torch.load(folder / "tiny.pt", weights_only=True))
-    expected = prune_channels(original, ratio, torch.zeros(1, 3, 8, 8))
+    expected = prune(original, ratio, method="channel", example_inputs=torch.zeros(1, 3, 8, 8))
     assert expected.edits  # shapes changed
     # the file records the edits but no tailwise architecture: rebuilt from the factory
     assert ARCHITECTURE_KEY not in read_metadata(folder / f"{weights}.safetensors")
@@ -497,11 +484,11 @@ ERRORS: dict[str, tuple[list[str], tuple[str, ...]]] = {
 }
 # Option checks done before any work: in-process, 3 s of imports saved each.
 OPTION_ERRORS: dict[str, tuple[list[str], tuple[str, ...]]] = {
-    "ratio-one": (["--ratio", "1.0"], ("--ratio 1.0", "[0, 1)")),
-    "ratio-negative": (["--ratio", "-0.1"], ("--ratio -0.1", "[0, 1)")),
+    "ratio-one": (["--ratio", "1.0"], ("ratio", "1.0", "[0, 1)")),
+    "ratio-negative": (["--ratio", "-0.1"], ("ratio", "-0.1", "[0, 1)")),
     "method": (["--method", "prune-everything"], ("prune-everything", "magnitude")),
     "lamp-global": (["--method", "global-magnitude", "--allocate", "lamp"], ("global",)),
-    "center-lowrank": (["--method", "lowrank", "--center"], ("--center",)),
+    "center-lowrank": (["--method", "lowrank", "--center"], ("center", "magnitude")),
     "out-suffix": (["--out", "{dir}/model.pt"], ("unsupported suffix", ".safetensors")),
     "report-suffix": (["--report", "{dir}/report.txt"], ("--report", "unsupported suffix")),
 }

@@ -59,11 +59,15 @@ def _parse_method(method: PruneMethod | str) -> PruneMethod:
 
 
 def _pruner(
-    method: PruneMethod, center: bool, example_inputs: ExampleInputs | None, original: nn.Module
+    method: PruneMethod,
+    center: bool,
+    example_inputs: ExampleInputs | None,
+    original: nn.Module,
+    keep: list[str],
 ) -> Pruner:
     makers: dict[PruneMethod, Callable[[], Pruner]] = {
         PruneMethod.MAGNITUDE: lambda: MagnitudePruner(center=center),
-        PruneMethod.GLOBAL_MAGNITUDE: lambda: GlobalMagnitudePruner(center=center),
+        PruneMethod.GLOBAL_MAGNITUDE: lambda: GlobalMagnitudePruner(center=center, keep=keep),
         PruneMethod.LOWRANK: LowRankPruner,
         PruneMethod.NODE: NodePruner,
         PruneMethod.CHANNEL: lambda: ChannelPruner(
@@ -166,7 +170,10 @@ def prune(
     if center and chosen not in _MAGNITUDE:
         raise UsageError("center applies to magnitude pruning only")
     if chosen is PruneMethod.CHANNEL and example_inputs is None:
-        raise UsageError("channel pruning traces the model: pass example_inputs")
+        raise UsageError(
+            "channel pruning traces the model: pass example_inputs (command line: "
+            "--input-shape, e.g. 1,3,32,32)"
+        )
     outputs = find_output_layers(model, example_inputs) if protect_outputs else []
     # The protected layers stay in the selection with ratio 0, so that they are reported.
     selected = prunable_layers(model, include=include, exclude=exclude)
@@ -179,7 +186,7 @@ def prune(
             + (f" outside exclude={exclude!r}" if exclude is not None else "")
         )
     budget_exclude = _joined(exclude, outputs)
-    pruner = _pruner(chosen, center, example_inputs, model)
+    pruner = _pruner(chosen, center, example_inputs, model, outputs)
 
     curve = (
         allocation_curve(
@@ -199,7 +206,7 @@ def prune(
             ratios,
             pruner,
             include=include,
-            exclude=exclude if chosen is not PruneMethod.GLOBAL_MAGNITUDE else budget_exclude,
+            exclude=exclude,
             example_inputs=example_inputs,
             inplace=inplace,
             progress=progress,

@@ -286,7 +286,9 @@ def load_pruned(
                 "instance of the original architecture, or a factory)"
             )
         if build is None:
-            from tailwise.models.registry import build_model as build
+            from tailwise.models.registry import build_model
+
+            build = build_model
         net = build(architecture)
     elif isinstance(model, nn.Module):
         net = model

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 import torch
@@ -86,16 +86,22 @@ class MagnitudePruner(MaskPruner):
 
 class GlobalMagnitudePruner(MagnitudePruner):
     """One threshold over all selected layers removes ``floor(ratio * sum N_l)`` entries; a
-    layer that would lose every weight keeps its largest one."""
+    layer that would lose every weight keeps its largest one. Layers in ``keep`` are left out
+    of the threshold (reported with ratio 0)."""
 
     method = "global-magnitude"
+
+    def __init__(self, *, center: bool = False, keep: Collection[str] = ()) -> None:
+        super().__init__(center=center)
+        self.keep = frozenset(keep)
 
     def resolve(
         self, layers: Mapping[str, nn.Module], ratio: float | Mapping[str, float]
     ) -> dict[str, float]:
         if isinstance(ratio, Mapping):
             raise TypeError("scope='global' takes one float ratio, not a dict of layer ratios")
-        return dict.fromkeys(layers, check_ratio(ratio))
+        value = check_ratio(ratio)
+        return {name: 0.0 if name in self.keep else value for name in layers}
 
     def masks(
         self,
@@ -105,10 +111,13 @@ class GlobalMagnitudePruner(MagnitudePruner):
         progress: bool,
     ) -> dict[str, Tensor]:
         scores = {
-            name: _importance(layer_weight(module), self.centered)
-            for name, module in layers.items()
+            name: _importance(layer_weight(layers[name]), self.centered)
+            for name in ratios
+            if name not in self.keep
         }
-        ratio = next(iter(ratios.values()), 0.0)
+        ratio = max(ratios.values(), default=0.0)
+        if not scores:
+            return {}
         return _global_masks(scores, ratio, notes)
 
 
