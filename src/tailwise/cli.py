@@ -30,21 +30,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _columns(spec: str) -> tuple[tuple[str, str], ...]:
+    """``"column:header ..."`` -> ((column, header), ...); "~" in a header is a space."""
+    pairs = (item.partition(":") for item in spec.split())
+    return tuple((col, header.replace("~", " ") if header else col) for col, _, header in pairs)
+
+
 # Columns shown in the terminal (all columns go to --out).
-_SHOWN = (
-    ("name", "name"),
-    ("kind", "kind"),
-    ("N", "N"),
-    ("M", "M"),
-    ("alpha", "alpha"),
-    ("xmin", "xmin"),
-    ("D", "D"),
-    ("num_pl_spikes", "tail"),
-    ("log_norm", "log_norm"),
-    ("log_spectral_norm", "log_spec"),
-    ("stable_rank", "stable_rank"),
-    ("entropy", "entropy"),
-    ("num_spikes", "spikes"),
+_SHOWN = _columns(
+    "name kind N M alpha xmin D num_pl_spikes:tail log_norm log_spectral_norm:log_spec "
+    "stable_rank entropy num_spikes:spikes"
 )
 
 
@@ -264,14 +260,8 @@ def analyze(
 
 
 # Columns of the tails table shown in the terminal (all columns go to --out).
-_TAILS_SHOWN = (
-    ("name", "name"),
-    ("kind", "kind"),
-    ("num_params", "params"),
-    ("alpha_mmo", "alpha_mmo"),
-    ("alpha_mmo_rows", "alpha_rows"),
-    ("alpha_rownorm", "alpha_rownorm"),
-    ("alpha_hill", "alpha_hill"),
+_TAILS_SHOWN = _columns(
+    "name kind num_params:params alpha_mmo alpha_mmo_rows:alpha_rows alpha_rownorm alpha_hill"
 )
 
 
@@ -315,16 +305,9 @@ def tails(
         _wrote(console, quiet, out)
 
 
-_PRUNE_SHOWN = (
-    ("layer", "layer"),
-    ("kind", "kind"),
-    ("ratio", "ratio"),
-    ("achieved", "removed"),
-    ("params_before", "params"),
-    ("params_after", "params after"),
-    ("flops_before", "FLOPs"),
-    ("flops_after", "FLOPs after"),
-    ("rel_error", "rel. error"),
+_PRUNE_SHOWN = _columns(
+    "layer kind ratio achieved:removed params_before:params params_after:params~after "
+    "flops_before:FLOPs flops_after:FLOPs~after rel_error:rel.~error"
 )
 
 

@@ -18,7 +18,6 @@ from _weights_zoo import (
 from tailwise.weights import (
     LayerKind,
     WeightsError,
-    compile_pattern,
     iter_layers,
     list_layers,
     load_checkpoint,
@@ -104,13 +103,3 @@ def test_load_checkpoint_refuses_pickles_unless_trusted(tmp_path: Path) -> None:
     assert load_checkpoint(str(path), trust_pickle=True)["payload"].note == "hello"
     with pytest.raises(WeightsError, match=re.escape(str(tmp_path / "missing.pt"))):
         load_checkpoint(tmp_path / "missing.pt")
-
-
-def test_temporary_private_aliases(tmp_path: Path) -> None:
-    # temporary: removed once prune/ uses the public names
-    from tailwise.weights import _compile, _load_torch, _unwrap
-
-    path = tmp_path / "w.pt"
-    torch.save({"state_dict": {"w": torch.ones(2)}}, path)
-    assert list(_unwrap(_load_torch(path, False))) == ["w"]
-    assert _compile("a", "include") == compile_pattern("a", "include")

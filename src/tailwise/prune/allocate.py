@@ -33,7 +33,7 @@ from tailwise.prune.layers import (
     prunable_layers,
     weight_name_to_layer,
 )
-from tailwise.spectral.analyze import _TEXT_COLUMNS, COLUMNS
+from tailwise.spectral.analyze import COLUMNS, TEXT_COLUMNS
 
 __all__ = [
     "INVERSE_SUFFIX",
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: Numeric columns of :func:`tailwise.analyze` usable as metrics by :func:`allocate`.
-METRIC_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in _TEXT_COLUMNS)
+METRIC_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 #: Suffix of a metric name that makes ratios inversely proportional to it (settings 2 and 4).
 INVERSE_SUFFIX = ":inverse"
 
@@ -484,7 +484,12 @@ def _analyze_layers(model: nn.Module, names: list[str]) -> pd.DataFrame:
 
 def _layer_metric(analysis: pd.DataFrame, metric: str, names: list[str]) -> NDArray[np.float64]:
     """The metric per layer (rows averaged per layer), missing/NaN values set to the median."""
-    layer_of_row = [weight_name_to_layer(_SLICE_SUFFIX.sub("", str(n))) for n in analysis["name"]]
+    if "layer" in analysis.columns:
+        layer_of_row = [str(layer) for layer in analysis["layer"]]
+    else:  # a table written before analyze had a layer column
+        layer_of_row = [
+            weight_name_to_layer(_SLICE_SUFFIX.sub("", str(n))) for n in analysis["name"]
+        ]
     column = analysis[metric].to_numpy(dtype=np.float64, na_value=np.nan)
     per_layer = pd.Series(column).groupby(layer_of_row).mean()
     values = np.array([per_layer.get(name, np.nan) for name in names], dtype=np.float64)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from tailwise.prune.layers import REBUILD_ATTR, RebuildInfo, layer_weight, merge_edits
+from tailwise.weights import module_kind
 
 __all__ = [
     "REPORT_COLUMNS",
@@ -189,8 +190,9 @@ def dense_flops(module: nn.Module) -> float:
 
 
 def layer_kind(module: nn.Module) -> str:
-    """Kind label of a prunable module, as :func:`tailwise.analyze` names it (``"conv2d"``)."""
-    return type(module).__name__.lower()
+    """Kind label of a prunable module, as :func:`tailwise.analyze` names it (``"conv2d"``):
+    :func:`tailwise.weights.module_kind`, the package's one layer-kind rule."""
+    return module_kind(module)
 
 
 def make_report(rows: Sequence[LayerReport]) -> pd.DataFrame:

@@ -91,7 +91,6 @@ _INT_COLUMNS = ("N", "M", "rf", "num_evals", "num_pl_spikes", "num_fingers", "ma
                 "rank_loss", "num_spikes")  # fmt: skip
 #: The columns that hold text; every other column is a number.
 TEXT_COLUMNS: tuple[str, ...] = ("name", "layer", "kind", "warning", "status", "reason")
-_TEXT_COLUMNS = TEXT_COLUMNS  # temporary: removed once prune/ uses TEXT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -333,7 +332,7 @@ def _to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for col in _INT_COLUMNS:
         df[col] = pd.array([None if pd.isna(v) else int(v) for v in df[col]], dtype="Int64")
     for col in COLUMNS:
-        if col not in _INT_COLUMNS and col not in _TEXT_COLUMNS:
+        if col not in _INT_COLUMNS and col not in TEXT_COLUMNS:
             df[col] = df[col].astype("float64")
     return df
 

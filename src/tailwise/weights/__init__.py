@@ -78,9 +78,6 @@ time however large the file. (Little-endian hosts, like the safetensors format i
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 from tailwise.weights.checkpoints import load_checkpoint, unwrap_state_dict
 from tailwise.weights.records import (
     HF_CONV1D_MODEL_TYPES,
@@ -94,16 +91,6 @@ from tailwise.weights.records import (
 )
 from tailwise.weights.safetensors import load_safetensors, read_safetensors_metadata
 from tailwise.weights.sources import compile_pattern, describe_source, iter_layers, list_layers
-
-# temporary: removed once prune/ uses the public names
-_compile = compile_pattern
-_unwrap = unwrap_state_dict
-
-
-def _load_torch(path: str | os.PathLike[str], trust_pickle: bool = False) -> Any:
-    # temporary: removed once prune/ uses the public names (load_checkpoint)
-    return load_checkpoint(path, trust_pickle=trust_pickle)
-
 
 __all__ = [
     "HF_CONV1D_MODEL_TYPES",
