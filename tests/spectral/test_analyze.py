@@ -376,11 +376,8 @@ def test_layer_column_names_the_owning_module(tmp_path: Path) -> None:
     assert dict(zip(from_file["name"], from_file["layer"], strict=True)) == layers
 
 
-def test_text_columns_are_public_and_the_old_name_still_works() -> None:
-    from tailwise.spectral import analyze as analyze_module
-
+def test_text_columns_are_public() -> None:
     assert "layer" in TEXT_COLUMNS and set(TEXT_COLUMNS) <= set(COLUMNS)
-    assert analyze_module._TEXT_COLUMNS == TEXT_COLUMNS
 
 
 def test_missing_file_raises_weights_error(tmp_path: Path) -> None:
