@@ -83,7 +83,8 @@ TABLE_SUFFIXES = (".csv", ".json", ".parquet")
 @contextmanager
 def _user_errors() -> Iterator[Console]:
     """Run a command body; a user's error becomes one ``error:`` line and exit status 2."""
-    from tailwise import UsageError, WeightsError
+    from tailwise._errors import UsageError
+    from tailwise.weights import WeightsError
 
     errors = Console(stderr=True, soft_wrap=True)
     try:
