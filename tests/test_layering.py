@@ -12,7 +12,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tailwise"
 
 # DESIGN.md "Layering", lowest floor first. A unit is a subpackage or top-level module.
 FLOORS: tuple[frozenset[str], ...] = (
-    frozenset({"_errors", "_io", "_progress", "_threads", "_seeds", "_modules", "_plotting"}),
+    frozenset(
+        {"_errors", "_io", "_progress", "_threads", "_seeds", "_modules", "_plotting", "_terminal"}
+    ),
     frozenset({"cache", "models", "data", "weights"}),
     frozenset({"spectral", "tails"}),
     frozenset({"prune", "hessian", "similarity"}),

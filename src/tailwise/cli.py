@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tailwise._errors import first_line
+from tailwise._terminal import columns, fmt, print_rows
+from tailwise._terminal import console as make_console
 
 app = typer.Typer(
     name="tailwise",
@@ -31,14 +33,8 @@ app = typer.Typer(
 )
 
 
-def _columns(spec: str) -> tuple[tuple[str, str], ...]:
-    """``"column:header ..."`` -> ((column, header), ...); "~" in a header is a space."""
-    pairs = (item.partition(":") for item in spec.split())
-    return tuple((col, header.replace("~", " ") if header else col) for col, _, header in pairs)
-
-
 # Columns shown in the terminal (all columns go to --out).
-_SHOWN = _columns(
+_SHOWN = columns(
     "name kind N M alpha xmin D num_pl_spikes:tail log_norm log_spectral_norm:log_spec "
     "stable_rank entropy num_spikes:spikes"
 )
@@ -92,72 +88,6 @@ def _user_errors() -> Iterator[Console]:
     except (UsageError, WeightsError) as exc:
         errors.print(f"error: {first_line(exc, 400)}", markup=False, highlight=False)
         raise typer.Exit(code=2) from None
-
-
-def _console() -> Console:
-    console = Console()
-    if not console.is_terminal:
-        # Piped or captured output: keep the full table instead of squeezing it into 80 columns.
-        console = Console(width=200)
-    return console
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-            return f"{value:.3g}"
-        return f"{value:.3f}"
-    try:
-        import pandas as pd
-
-        if pd.isna(value):
-            return "-"
-    except (TypeError, ValueError):
-        pass
-    return str(value)
-
-
-_COUNTS = frozenset({"params_before", "params_after", "flops_before", "flops_after", "num_params"})
-
-
-def _fmt_cell(column: str, value: Any) -> str:
-    """A table cell: counts with thousands separators, numbers to 3 decimals, "-" if missing."""
-    if column in _COUNTS and isinstance(value, int | float) and not math.isnan(value):
-        return f"{value:,.0f}"
-    return _fmt(value)
-
-
-def _print_rows(
-    console: Console, df: Any, shown: tuple[tuple[str, str], ...], title: str, extra: str
-) -> None:
-    """A rich table of ``df``'s ``shown`` columns plus a last text column ``extra``: the
-    warning (analyze), the reason (tails) or the note (prune); failures in red."""
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for col, header in shown:
-        text = col in ("name", "kind", "layer", "method")
-        table.add_column(header, justify="left" if text else "right", no_wrap=True)
-    table.add_column(extra, justify="left")
-    for row in df.itertuples(index=False):
-        record = row._asdict()
-        if record.get("status") == "skipped":
-            continue
-        last = str(record.get(extra) or "")
-        style = {"over-trained": "red", "under-trained": "yellow"}.get(last)
-        if record.get("status") == "failed":
-            last, style = f"failed: {record.get('reason')}", "red"
-        cells = [_fmt_cell(col, record[col]) for col, _ in shown]
-        table.add_row(*cells, last or ("ok" if "status" in record else ""), style=style)
-    console.print(table)
-    if "status" in df.columns:
-        skipped = df[df["status"] == "skipped"]
-        if len(skipped):
-            reasons = skipped["reason"].value_counts()
-            detail = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
-            console.print(f"[dim]{len(skipped)} tensors not analysed ({detail})[/dim]")
 
 
 def _resolve_source(source: str | None, quiet: bool, console: Console) -> tuple[Any, str]:
@@ -214,7 +144,7 @@ def analyze(
     quiet: Quiet = False,
 ) -> None:
     """Heavy-tailed self-regularization diagnostics of every weight matrix (tailwise.analyze)."""
-    console = _console()
+    console = make_console()
     with _user_errors() as errors:
         from tailwise._io import check_output_path
         from tailwise.spectral.analyze import analyze as run_analysis
@@ -240,11 +170,11 @@ def analyze(
         )
         stats = summarize(df)
         if not quiet:
-            _print_rows(console, df, _SHOWN, f"tailwise analyze: {label}", "warning")
+            print_rows(console, df, _SHOWN, f"tailwise analyze: {label}", "warning")
             console.print(
                 "mean alpha {alpha}  alpha_weighted {alpha_weighted}  log_norm {log_norm}  "
                 "log_spectral_norm {log_spectral_norm}  stable_rank {stable_rank}  mp_softrank "
-                "{mp_softrank}".format(**{k: _fmt(stats[k]) for k in stats})
+                "{mp_softrank}".format(**{k: fmt(stats[k]) for k in stats})
             )
             console.print(
                 f"{stats['num_ok']} ok, {stats['num_failed']} failed, {stats['num_skipped']} "
@@ -261,7 +191,7 @@ def analyze(
 
 
 # Columns of the tails table shown in the terminal (all columns go to --out).
-_TAILS_SHOWN = _columns(
+_TAILS_SHOWN = columns(
     "name kind num_params:params alpha_mmo alpha_mmo_rows:alpha_rows alpha_rownorm alpha_hill"
 )
 
@@ -283,7 +213,7 @@ def tails(
     quiet: Quiet = False,
 ) -> None:
     """Tail index of the entries, rows and row norms of every layer (tailwise.analyze_tails)."""
-    console = _console()
+    console = make_console()
     with _user_errors() as errors:
         from tailwise._io import check_output_path
         from tailwise.tails import analyze_tails
@@ -301,12 +231,12 @@ def tails(
             seed=seed,
         )
         if not quiet:
-            _print_rows(console, df, _TAILS_SHOWN, f"tailwise tails: {label}", "reason")
+            print_rows(console, df, _TAILS_SHOWN, f"tailwise tails: {label}", "reason")
         _write_table(df, out)
         _wrote(console, quiet, out)
 
 
-_PRUNE_SHOWN = _columns(
+_PRUNE_SHOWN = columns(
     "layer kind ratio achieved:removed params_before:params params_after:params~after "
     "flops_before:FLOPs flops_after:FLOPs~after rel_error:rel.~error"
 )
@@ -364,7 +294,7 @@ def prune(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table")] = False,
 ) -> None:
     """Prune a model with layer-wise ratios; write it and a report (tailwise.prune.prune)."""
-    console = _console()
+    console = make_console()
     with _user_errors() as errors:
         from tailwise._io import check_output_path
         from tailwise.loading import example_inputs
@@ -393,7 +323,7 @@ def prune(
             accuracy = (reference_accuracy(net), reference_accuracy(result.model))
         if not quiet:
             title = f"tailwise prune ({result.method}): {label}"
-            _print_rows(console, result.report, _PRUNE_SHOWN, title, "note")
+            print_rows(console, result.report, _PRUNE_SHOWN, title, "note")
             totals = result.totals()
             line = (
                 f"params {totals['params_before']:,.0f} -> {totals['params_after']:,.0f} "
@@ -443,7 +373,7 @@ def hessian(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing")] = False,
 ) -> None:
     """Top eigenvalues, trace and density of the loss Hessian (tailwise.hessian.summarize)."""
-    console = _console()
+    console = make_console()
     with _user_errors() as errors:
         import torch
 
