@@ -1,4 +1,4 @@
-"""End-to-end tests of ``tailwise prune`` and ``tailwise tails``, run as real subprocesses.
+"""End-to-end tests of ``tailwise prune``, run as real subprocesses.
 
 Every subprocess pays about 3 s of imports, so the ``jobs`` fixture starts all the commands
 of this module at once (a few at a time, in the background) and each test waits for the ones
@@ -9,7 +9,6 @@ Option checks done before any work run in-process instead (typer's ``CliRunner``
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -35,7 +33,6 @@ from tailwise.prune import PruneResult, load_pruned, prune
 from tailwise.prune.rebuild import ARCHITECTURE_KEY, EDITS_KEY, read_metadata
 from tailwise.prune.report import REPORT_COLUMNS
 from tailwise.reference import reference_checkpoint, reference_model
-from tailwise.tails import TAILS_COLUMNS, analyze_tails
 from tailwise.train.loop import evaluate
 
 Run = subprocess.CompletedProcess[str]
@@ -61,8 +58,7 @@ class Jobs:
         self.cache = cache
         self.reference_dir = root / "reference"
         self.error_dir = root / "errors"
-        self.tails_dir = root / "tails"
-        for folder in (self.reference_dir, self.error_dir, self.tails_dir):
+        for folder in (self.reference_dir, self.error_dir):
             folder.mkdir()
         self.pool = ThreadPoolExecutor(WORKERS)
         self.futures: dict[str, Future[Run]] = {}
@@ -112,7 +108,6 @@ def jobs(
     commands = {
         **reference_commands(jobs.reference_dir),
         **error_commands(jobs.error_dir),
-        **tails_commands(jobs.tails_dir),
     }
     try:
         # Commands with a SOURCE first, while the reference network trains here.
@@ -540,73 +535,3 @@ def test_bad_options_are_one_line(
     result = invoke(prune_args(name, args, tmp_path))
     assert_one_line_error(result, *(n.format(dir=tmp_path) for n in needles))
     assert result.stdout == "" and leftovers(tmp_path) == []
-
-
-# --- tailwise tails ---------------------------------------------------------------------
-
-
-def tails_commands(folder: Path) -> dict[str, list[str]]:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 120), nn.ReLU(), nn.Linear(120, 80), nn.Linear(80, 10))
-    save_file(model.state_dict(), str(folder / "model.safetensors"))
-    (folder / "bad.safetensors").write_bytes(b"\x00" * 5)
-    model_file = str(folder / "model.safetensors")
-    return {
-        "tails-reference": ["tails", "--out", str(folder / "reference.csv")],
-        "tails-file": ["tails", model_file, "--out", str(folder / "file.json")],
-        "tails-quiet": [
-            "tails", model_file, "--quiet", "--no-center", "--out", str(folder / "nc.csv"),
-        ],
-        "tails-bad": ["tails", str(folder / "bad.safetensors"), "--out", str(folder / "bad.csv")],
-    }  # fmt: skip
-
-
-def test_tails_of_the_reference_network(jobs: Jobs) -> None:
-    run = jobs["tails-reference"]
-    assert_ok(run)
-    assert "tailwise tails: reference MLP (digits)" in run.stdout
-    for i in range(4):
-        assert re.search(rf"^│ layers\.{i}\.weight +│ linear ", run.stdout, re.MULTILINE)
-    assert "layers.0.bias" not in run.stdout  # skipped rows are not shown
-    table = pd.read_csv(jobs.tails_dir / "reference.csv")
-    assert list(table.columns) == list(TAILS_COLUMNS)
-    ok = table[table["status"] == "ok"]
-    assert list(ok["name"]) == [f"layers.{i}.weight" for i in range(4)]
-    assert ok["alpha_mmo"].between(0.5, 4).all()
-    (checkpoint,) = jobs.cache.glob("reference-*.safetensors")
-    expected = analyze_tails(checkpoint, progress=False)
-    np.testing.assert_allclose(table["alpha_mmo"], expected["alpha_mmo"], rtol=1e-12)
-
-
-def test_tails_of_a_file(jobs: Jobs) -> None:
-    folder, run = jobs.tails_dir, jobs["tails-file"]
-    assert_ok(run)
-    for name in ("0.weight", "2.weight", "3.weight"):
-        assert re.search(rf"^│ {re.escape(name)} +│ linear ", run.stdout, re.MULTILINE)
-    rows = json.loads((folder / "file.json").read_text())
-    assert [list(row) for row in rows] == [list(TAILS_COLUMNS)] * len(rows)
-    expected = analyze_tails(folder / "model.safetensors", progress=False)
-    assert [row["name"] for row in rows] == list(expected["name"])
-    # JSON keeps 10 significant digits (pandas' default); skipped rows have null
-    alphas = [math.nan if row["alpha_mmo"] is None else row["alpha_mmo"] for row in rows]
-    assert alphas == pytest.approx(list(expected["alpha_mmo"]), rel=1e-9, nan_ok=True)
-
-
-def test_tails_quiet_and_no_center(jobs: Jobs) -> None:
-    folder, run = jobs.tails_dir, jobs["tails-quiet"]
-    assert_ok(run)
-    assert run.stdout == "" and run.stderr == ""
-    table = pd.read_csv(folder / "nc.csv")
-    assert list(table.columns) == list(TAILS_COLUMNS)
-    uncentred = analyze_tails(folder / "model.safetensors", center=False, progress=False)
-    np.testing.assert_allclose(table["alpha_mmo"], uncentred["alpha_mmo"], rtol=1e-12)
-    assert_ok(jobs["tails-file"])
-    centred = pd.DataFrame(json.loads((folder / "file.json").read_text()))
-    weights = table["status"] == "ok"
-    assert not np.allclose(table.loc[weights, "alpha_hill"], centred.loc[weights, "alpha_hill"])
-
-
-def test_tails_bad_file_is_one_line(jobs: Jobs) -> None:
-    folder = jobs.tails_dir
-    assert_one_line_error(jobs["tails-bad"], str(folder / "bad.safetensors"))
-    assert not (folder / "bad.csv").exists()
