@@ -28,7 +28,7 @@ __all__ = ["ENV_VAR", "blas_work", "single_threaded", "torch_work"]
 ENV_VAR = "TAILWISE_THREADS"
 
 
-def _setting() -> int | None | bool:
+def _setting() -> int | bool | None:
     """None: default; False: policy off; an int: threads for the working pool."""
     raw = os.environ.get(ENV_VAR, "").strip().lower()
     if not raw:
