@@ -197,12 +197,6 @@ def test_every_output_of_a_two_headed_model_is_kept() -> None:
     assert report.loc["trunk", "achieved"] == pytest.approx(0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with example_inputs, find_output_layers finds no layer when the output goes "
-    "through log_softmax (identity fails) and does not fall back to the last layer, so the "
-    "classifier is pruned; without example_inputs it is protected",
-)
 def test_classifier_before_log_softmax_is_kept_with_example_inputs() -> None:
     model = seeded(LogSoftmaxHead)
     assert row(prune(model, 0.5, progress=False).report, "fc")["achieved"] == 0.0
@@ -210,12 +204,6 @@ def test_classifier_before_log_softmax_is_kept_with_example_inputs() -> None:
     assert row(with_inputs.report, "fc")["achieved"] == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: channel pruning of a classifier followed by log_softmax tries to remove the "
-    "classifier's output channels (it is not found as an output layer) and fails with "
-    "UsageError 'could not be pruned at layer fc'",
-)
 def test_channel_pruning_keeps_the_classes_of_a_log_softmax_classifier() -> None:
     model = seeded(LogSoftmaxHead)
     result = prune(model, 0.5, method="channel", example_inputs=MLP_INPUT, progress=False)

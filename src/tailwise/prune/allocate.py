@@ -368,9 +368,9 @@ def allocate(
     """Per-layer pruning ratios for a global pruning ratio: ``{layer name: ratio}``.
 
     Layers are those of :func:`~tailwise.prune.layers.prunable_layers` (``include`` /
-    ``exclude`` are regular expressions on module names), in that order; every ratio is in
-    ``[0, 1)``. The budget is ``sum_i r_i N_i ~= ratio * sum_i N_i`` with ``N_i`` the number
-    of elements of layer i's ``weight``. ``method``:
+    ``exclude`` are regular expressions on parameter names, as everywhere), in that order;
+    every ratio is in ``[0, 1)``. The budget is ``sum_i r_i N_i ~= ratio * sum_i N_i`` with
+    ``N_i`` the number of elements of layer i's ``weight``. ``method``:
 
     - ``"uniform"``: every layer gets ``ratio`` (the budget exactly).
     - ``"lamp"``: global pruning by LAMP score (:func:`lamp_scores`); ``floor(ratio * N)``

@@ -112,10 +112,14 @@ def _flatten_tensors(value: Any) -> list[Tensor]:
 def output_layers(
     model: nn.Module, example_inputs: Tensor | tuple[Any, ...], layers: Mapping[str, nn.Module]
 ) -> list[str]:
-    """Names of ``layers`` whose output tensor is (one of) the model's outputs.
+    """Names of ``layers`` that produce the model's output: their output reaches a model
+    output without passing through another of ``layers`` (the classifier, also when a
+    ``log_softmax`` or a reshape follows it).
 
     Their output channels are the model's outputs (e.g. class logits), so channel pruning
-    must leave them alone.
+    must leave them alone. Found in one forward pass over ``example_inputs`` by walking the
+    autograd graph back from the outputs (by tensor identity when no parameter requires
+    gradients).
     """
     # Keep the produced tensors alive: ids of freed intermediates are reused by later ones.
     produced: list[tuple[str, Tensor]] = []
@@ -127,12 +131,25 @@ def output_layers(
 
         handles.append(module.register_forward_hook(hook))
     try:
-        with torch.no_grad():
+        with torch.enable_grad():
             outputs = _flatten_tensors(model(*as_args(example_inputs)))
     finally:
         for handle in handles:
             handle.remove()
-    return sorted({name for name, tensor in produced if any(tensor is out for out in outputs)})
+    found = {name for name, tensor in produced if any(tensor is out for out in outputs)}
+    owner = {t.grad_fn: name for name, t in produced if t.grad_fn is not None}
+    stack = [out.grad_fn for out in outputs if out.grad_fn is not None]
+    seen: set[Any] = set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node in owner:
+            found.add(owner[node])
+            continue
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    return sorted(found)
 
 
 def _importance(kind: str) -> tp.importance.Importance:
