@@ -9,30 +9,77 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from tailwise._errors import UsageError
+
+
+class OutputError(UsageError):
+    """A file a user asked for cannot be written (no space, no permission, a directory in
+    the way); the previous file, if any, is untouched."""
+
+
+_TEMP_SUFFIX = ".tmp"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Remove temporary files of ``target`` left by writers that were killed (SIGKILL, power
+    loss): their names carry the writing process's id, which is no longer running."""
+    prefix = f".{target.name}."
+    with contextlib.suppress(OSError):
+        for found in target.parent.iterdir():
+            name = found.name
+            if not (name.startswith(prefix) and name.endswith(_TEMP_SUFFIX)):
+                continue
+            pid = name[len(prefix) :].split(".", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    found.unlink()
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     For writers that want a file name (``DataFrame.to_parquet``, ``safetensors.save_file``,
-    ``Figure.savefig``). On any exception the temporary file is removed and ``path`` is
-    untouched. The parent directory is created if missing.
+    ``Figure.savefig``). On any exception (Ctrl-C and SIGTERM under the command line too)
+    the temporary file is removed and ``path`` is untouched; temporary files of writers
+    killed outright are removed by the next write of the same file. The parent directory is
+    created if missing. The file gets the permissions a plain ``open()`` gives (the umask).
+    A file-system failure (no space, read-only, a directory in the way) raises
+    :class:`OutputError` naming the file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(target)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=target.parent
+        )
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
-    # mkstemp creates 0600; give the result the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
+        # Writers may replace the file they were given (mkstemp makes 0600): set the mode last.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
         raise
 
 
@@ -103,14 +150,20 @@ def check_output_path(
     """
     if path is None:
         return
-    from tailwise._errors import UsageError
-
     target = Path(path)
     if target.suffix.lower() not in suffixes:
         raise UsageError(
             f"{what} {target}: unsupported suffix {target.suffix or '(none)'!r}; "
             f"use {' or '.join(suffixes)}"
         )
-    parent = target.parent if str(target.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise UsageError(f"{what} {target}: directory {parent} is not writable")
+    if target.is_dir():
+        raise UsageError(f"{what} {target}: is a directory")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise UsageError(f"{what} {target}: the file exists and is not writable")
+    ancestor = target.parent if str(target.parent) else Path(".")
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{what} {target}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {target}: directory {ancestor} is not writable")

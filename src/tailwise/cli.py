@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tailwise._errors import first_line
-from tailwise._terminal import columns, fmt, print_rows
+from tailwise._terminal import columns, fmt, plain, print_rows, select_columns
 from tailwise._terminal import console as make_console
 
 app = typer.Typer(
@@ -35,7 +35,7 @@ app = typer.Typer(
 
 # Columns shown in the terminal (all columns go to --out).
 _SHOWN = columns(
-    "name kind N M alpha xmin D num_pl_spikes:tail log_norm log_spectral_norm:log_spec "
+    "name! kind N! M! alpha! xmin D num_pl_spikes:tail log_norm log_spectral_norm:log_spec "
     "stable_rank entropy num_spikes:spikes"
 )
 
@@ -61,7 +61,9 @@ ModelFactory = Annotated[
 ]
 TrustPickle = Annotated[
     bool,
-    typer.Option("--trust-pickle", help="Allow unpickling arbitrary objects (trusted files)"),
+    typer.Option(
+        "--trust-pickle", metavar="", help="Allow unpickling arbitrary objects (trusted files)"
+    ),
 ]
 TableOut = Annotated[
     Path | None, typer.Option("--out", "-o", help="Write the table: .csv, .json or .parquet")
@@ -72,7 +74,13 @@ IncludeTensors = Annotated[
 ExcludeTensors = Annotated[
     str | None, typer.Option(help="Skip parameters whose name matches this regex")
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table")]
+Columns = Annotated[
+    str | None,
+    typer.Option(help="Table columns to print, e.g. name,alpha,N,M (all: every column)"),
+]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", metavar="", help="No progress bar and no table")
+]
 TABLE_SUFFIXES = (".csv", ".json", ".parquet")
 
 
@@ -99,14 +107,14 @@ def _resolve_source(source: str | None, quiet: bool, console: Console) -> tuple[
     if not quiet:
         console.print(
             f"[dim]No SOURCE given: using tailwise's reference network "
-            f"(an MLP trained on scikit-learn's digits), cached at {path}[/dim]"
+            f"(an MLP trained on scikit-learn's digits), cached at {plain(path)}[/dim]"
         )
     return path, "reference MLP (digits)"
 
 
 def _wrote(console: Console, quiet: bool, path: Path | None) -> None:
     if path is not None and not quiet:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {plain(path)}")
 
 
 def _write_table(df: Any, path: Path | None) -> None:
@@ -135,23 +143,27 @@ def analyze(
         str | None, typer.Option(help="'N' for X = W^T W / N (default: W^T W)")
     ] = None,
     rand_distance: Annotated[
-        bool, typer.Option("--rand-distance", help="Also compute rand_distance (slower)")
+        bool,
+        typer.Option("--rand-distance", metavar="", help="Also compute rand_distance (slower)"),
     ] = False,
     device: Annotated[
         str | None, typer.Option(help="Torch device for the spectra, e.g. cuda")
     ] = None,
     trust_pickle: TrustPickle = False,
+    columns: Columns = None,
     quiet: Quiet = False,
 ) -> None:
     """Heavy-tailed self-regularization diagnostics of every weight matrix (tailwise.analyze)."""
     console = make_console()
     with _user_errors() as errors:
         from tailwise._io import check_output_path
+        from tailwise.spectral.analyze import COLUMNS
         from tailwise.spectral.analyze import analyze as run_analysis
         from tailwise.spectral.analyze import summary as summarize
 
         check_output_path(out, TABLE_SUFFIXES, "--out")
         check_output_path(report, (".html", ".htm"), "--report")
+        shown = select_columns(columns, _SHOWN, COLUMNS)
         path, label = _resolve_source(source, quiet, errors)
         df = run_analysis(
             path,
@@ -170,7 +182,7 @@ def analyze(
         )
         stats = summarize(df)
         if not quiet:
-            print_rows(console, df, _SHOWN, f"tailwise analyze: {label}", "warning")
+            print_rows(console, df, shown, f"tailwise analyze: {label}", "warning")
             console.print(
                 "mean alpha {alpha}  alpha_weighted {alpha_weighted}  log_norm {log_norm}  "
                 "log_spectral_norm {log_spectral_norm}  stable_rank {stable_rank}  mp_softrank "
@@ -192,7 +204,7 @@ def analyze(
 
 # Columns of the tails table shown in the terminal (all columns go to --out).
 _TAILS_SHOWN = columns(
-    "name kind num_params:params alpha_mmo alpha_mmo_rows:alpha_rows alpha_rownorm alpha_hill"
+    "name! kind num_params:params alpha_mmo! alpha_mmo_rows:alpha_rows alpha_rownorm alpha_hill"
 )
 
 
@@ -203,22 +215,25 @@ def tails(
     include: IncludeTensors = None,
     exclude: ExcludeTensors = None,
     center: Annotated[
-        bool, typer.Option("--center/--no-center", help="Median-centre entries (source 003)")
+        bool,
+        typer.Option("--center/--no-center", metavar="", help="Median-centre entries (source 003)"),
     ] = True,
     cap: Annotated[
         float | None, typer.Option(help="Cap the MMO estimates (source 003 uses 2)")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the MMO permutations")] = 0,
     trust_pickle: TrustPickle = False,
+    columns: Columns = None,
     quiet: Quiet = False,
 ) -> None:
     """Tail index of the entries, rows and row norms of every layer (tailwise.analyze_tails)."""
     console = make_console()
     with _user_errors() as errors:
         from tailwise._io import check_output_path
-        from tailwise.tails import analyze_tails
+        from tailwise.tails import TAILS_COLUMNS, analyze_tails
 
         check_output_path(out, TABLE_SUFFIXES, "--out")
+        shown = select_columns(columns, _TAILS_SHOWN, TAILS_COLUMNS)
         path, label = _resolve_source(source, quiet, errors)
         df = analyze_tails(
             path,
@@ -231,13 +246,13 @@ def tails(
             seed=seed,
         )
         if not quiet:
-            print_rows(console, df, _TAILS_SHOWN, f"tailwise tails: {label}", "reason")
+            print_rows(console, df, shown, f"tailwise tails: {label}", "reason")
         _write_table(df, out)
         _wrote(console, quiet, out)
 
 
 _PRUNE_SHOWN = columns(
-    "layer kind ratio achieved:removed params_before:params params_after:params~after "
+    "layer! kind ratio! achieved!:removed params_before:params params_after:params~after "
     "flops_before:FLOPs flops_after:FLOPs~after rel_error:rel.~error"
 )
 
@@ -277,12 +292,15 @@ def prune(
     include: IncludeTensors = None,
     exclude: ExcludeTensors = None,
     center: Annotated[
-        bool, typer.Option("--center", help="Median-centred magnitude pruning (source 003)")
+        bool,
+        typer.Option("--center", metavar="", help="Median-centred magnitude pruning (source 003)"),
     ] = False,
     protect_outputs: Annotated[
         bool,
         typer.Option(
-            "--protect-outputs/--prune-outputs", help="Leave the output layer(s) unpruned"
+            "--protect-outputs/--prune-outputs",
+            metavar="",
+            help="Leave the output layer(s) unpruned",
         ),
     ] = True,
     model: ModelFactory = None,
@@ -291,7 +309,8 @@ def prune(
         typer.Option(help="Example input shape for tracing and FLOPs, e.g. 1,3,32,32"),
     ] = None,
     trust_pickle: TrustPickle = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table")] = False,
+    columns: Columns = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No table")] = False,
 ) -> None:
     """Prune a model with layer-wise ratios; write it and a report (tailwise.prune.prune)."""
     console = make_console()
@@ -300,9 +319,11 @@ def prune(
         from tailwise.loading import example_inputs
         from tailwise.prune import prune as run_prune
         from tailwise.prune import save_pruned
+        from tailwise.prune.report import REPORT_COLUMNS
 
         check_output_path(out, (".safetensors",), "--out")
         check_output_path(report, (".html", ".htm", *TABLE_SUFFIXES), "--report")
+        shown = select_columns(columns, _PRUNE_SHOWN, REPORT_COLUMNS)
         net, label = _load(source, model, trust_pickle, quiet, errors)
         result = run_prune(
             net,
@@ -323,7 +344,7 @@ def prune(
             accuracy = (reference_accuracy(net), reference_accuracy(result.model))
         if not quiet:
             title = f"tailwise prune ({result.method}): {label}"
-            print_rows(console, result.report, _PRUNE_SHOWN, title, "note")
+            print_rows(console, result.report, shown, title, "note")
             totals = result.totals()
             line = (
                 f"params {totals['params_before']:,.0f} -> {totals['params_after']:,.0f} "
@@ -356,7 +377,9 @@ def hessian(
     batch_size: Annotated[int, typer.Option(help="Examples per Hessian-vector pass")] = 256,
     top_k: Annotated[int, typer.Option("--top-k", help="Number of top eigenvalues")] = 5,
     method: Annotated[str, typer.Option(help="lanczos | power | deflation")] = "lanczos",
-    trace: Annotated[bool, typer.Option("--trace", help="Estimate the trace (Hutch++)")] = False,
+    trace: Annotated[
+        bool, typer.Option("--trace", metavar="", help="Estimate the trace (Hutch++)")
+    ] = False,
     density: Annotated[
         Path | None,
         typer.Option(help="Write the spectral density (SLQ) plot: .png or .svg"),
@@ -370,7 +393,7 @@ def hessian(
     seed: Annotated[int, typer.Option(help="Seed of the random start and probe vectors")] = 0,
     model: ModelFactory = None,
     trust_pickle: TrustPickle = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print nothing")] = False,
 ) -> None:
     """Top eigenvalues, trace and density of the loss Hessian (tailwise.hessian.summarize)."""
     console = make_console()
@@ -444,14 +467,41 @@ def _print_hessian(console: Console, found: Any, label: str, data: str, samples:
     console.print(line + f"; {found.seconds:.1f} s")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from tailwise import __version__
+
+        typer.echo(f"tailwise {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", metavar="", callback=_version, is_eager=True, help="Print the version"
+        ),
+    ] = False,
+) -> None:
     """tailwise: HT-SR diagnostics, compression and curvature for PyTorch models."""
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: Ctrl-C ends with status 130 and no traceback, SIGTERM
+    like Ctrl-C (files being written are removed: every write is atomic)."""
+    import signal
+    import sys
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ architecture; :func:`import_factory` resolves a ``package.module:callable`` stri
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -24,7 +25,11 @@ from tailwise.prune.layers import rebuild_info
 from tailwise.prune.rebuild import load_pruned, read_metadata, stored_architecture
 from tailwise.weights import WeightsError
 
-__all__ = ["example_inputs", "import_factory", "load_model", "parse_shape"]
+__all__ = ["MAX_INPUT_ELEMENTS", "example_inputs", "import_factory", "load_model", "parse_shape"]
+
+#: The largest example input :func:`parse_shape` accepts (elements; 512 MiB of float32): a
+#: tracing input is one sample, and a mistyped shape must not allocate gigabytes.
+MAX_INPUT_ELEMENTS = 2**27
 
 
 def import_factory(spec: str) -> Callable[[], nn.Module]:
@@ -118,6 +123,11 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise UsageError(f"input shape {text!r}: expected integers like 1,3,32,32") from None
     if not shape or any(n < 1 for n in shape):
         raise UsageError(f"input shape {text!r}: every dimension must be >= 1")
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise UsageError(
+            f"input shape {text!r}: {math.prod(shape):,} elements, more than the "
+            f"{MAX_INPUT_ELEMENTS:,} an example input may have (one sample is enough)"
+        )
     return shape
 
 
