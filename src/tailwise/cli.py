@@ -198,7 +198,7 @@ def analyze(
         if report is not None:
             from tailwise.report import write_html
 
-            write_html(df, report, summary=stats)
+            write_html(df, report, summary=stats, progress=not quiet)
             _wrote(console, quiet, report)
 
 

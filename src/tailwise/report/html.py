@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from tailwise._io import atomic_open
+from tailwise._progress import progress_bar
 from tailwise.report._page import (
     PAGE_END,
     escape,
@@ -64,6 +65,7 @@ def write_html(
     title: str = "tailwise analysis",
     summary: Mapping[str, object] | None = None,
     max_layer_figures: int = 200,
+    progress: bool = True,
 ) -> Path:
     """Write an analysis table as one self-contained HTML file.
 
@@ -82,6 +84,8 @@ def write_html(
             when None.
         max_layer_figures: at most this many per-layer figures (the first ones in row
             order); the page says when some were left out.
+        progress: a bar over the per-layer figures (on stderr, only on a terminal): a
+            transformer's report takes seconds.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -106,7 +110,7 @@ def write_html(
         handle.write(_alpha_block(df))
         handle.write(table_block(df, {layer.position for layer in shown}))
         handle.write(_figures_intro("esd" in df.attrs, len(shown), len(layers)))
-        for layer in shown:
+        for layer in progress_bar(shown, len(shown), progress, "report"):
             handle.write(_layer_block(layer))
         handle.write(PAGE_END)
     return target
