@@ -25,6 +25,7 @@ def __getattr__(name: str) -> Any:
         return load_model
     raise AttributeError(f"module 'tailwise' has no attribute {name!r}")
 
+
 __all__ = [
     "COLUMNS",
     "LayerKind",

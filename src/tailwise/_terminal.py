@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
@@ -189,8 +189,8 @@ def print_rows(out: Console, df: Any, shown: tuple[Column, ...], title: str, ext
         if col in ("name", "layer"):
             table.add_column(header, justify="left", overflow="fold", min_width=widths[i])
         else:
-            justify = "left" if col in _TEXT else "right"
-            table.add_column(header, justify=justify, no_wrap=True, min_width=widths[i])
+            side: Literal["left", "right"] = "left" if col in _TEXT else "right"
+            table.add_column(header, justify=side, no_wrap=True, min_width=widths[i])
     table.add_column(extra, justify="left", overflow="fold")
     for row, style in zip(cells, styles, strict=True):
         table.add_row(*(Text(row[i]) for i in kept), Text(row[-1]), style=style)
