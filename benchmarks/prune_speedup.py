@@ -263,7 +263,7 @@ def run_lowrank(case: Case, args: argparse.Namespace) -> tuple[list[list[object]
     dense = case.build()
     x = torch.randn(case.batch, *case.sample)
     head = list(prunable_layers(dense))[-1]
-    exclude = rf"^{head.replace('.', '[.]')}$"  # the 10-class head stays dense
+    exclude = rf"^{head.replace('.', '[.]')}[.]weight$"  # the 10-class head stays dense
     models: dict[str, nn.Module] = {"dense": dense}
     results: dict[float, tuple[float, PruneResult]] = {}
     for ratio in case.ratios:
