@@ -275,9 +275,15 @@ def lamp_scores(weight: Tensor) -> Tensor:
 
 
 def _lamp_layer_scores(weights: Sequence[Tensor]) -> list[Tensor]:
-    """Flattened LAMP scores per layer (CPU), each layer's top entry set to +inf (kept)."""
+    """Flattened LAMP scores per layer (CPU), each layer's top entry set to +inf (kept);
+    every entry of a layer holding NaN/Inf is +inf."""
     scores = []
     for weight in weights:
+        if not torch.isfinite(weight).all():
+            # A layer holding NaN/Inf cannot be ranked: all its entries are kept (the runner
+            # skips it with a note).
+            scores.append(torch.full((weight.numel(),), math.inf, dtype=torch.float64))
+            continue
         layer_scores = lamp_scores(weight).reshape(-1).cpu()
         layer_scores[int(torch.argmax(layer_scores))] = math.inf  # each layer keeps one entry
         scores.append(layer_scores)
@@ -288,10 +294,13 @@ def _lamp_ratios(scores: Sequence[Tensor], ratio: float) -> list[float]:
     """Per-layer ratios of global LAMP pruning: the ``floor(ratio * N)`` lowest scores go.
 
     ``scores``: from :func:`_lamp_layer_scores`. Each layer keeps its top-scored entry, so at
-    most ``N - L`` entries are pruned. Equal scores at the threshold are pruned in layer order.
+    most ``N - L`` entries are pruned (fewer when a layer holding NaN/Inf keeps all of its
+    entries). Equal scores at the threshold are pruned in layer order.
     """
     total = sum(s.numel() for s in scores)
-    to_prune = min(_count(ratio, total), total - len(scores))
+    # The +inf scores (each layer's top entry, every entry of a non-finite layer) stay.
+    finite = sum(int(torch.isfinite(s).sum()) for s in scores)
+    to_prune = min(_count(ratio, total), finite)
     if to_prune <= 0:
         return [0.0] * len(scores)
     threshold = torch.kthvalue(torch.cat(list(scores)), to_prune).values

@@ -58,6 +58,7 @@ __all__ = [
     "ReplacePruner",
     "Replacement",
     "apply_masks",
+    "nonfinite_reason",
     "run_pruner",
 ]
 
@@ -340,6 +341,8 @@ def run_pruner(
     parameter name matches ``include`` and not ``exclude`` (no layer: a ``UsageError``),
     resolves the ratios, calls :meth:`Pruner.apply` and attaches the rebuild history (the
     original architecture and every module edit so far) to the result and the pruned model.
+    A layer whose weight holds NaN or Inf is not pruned (its ranking and error would be
+    meaningless): its row keeps the requested ratio, achieves 0 and says why in ``note``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
@@ -353,9 +356,27 @@ def run_pruner(
             + (f" outside exclude={_show(exclude)}" if exclude is not None else "")
         )
     ratios = pruner.resolve(layers, ratio)
-    rows, edits = pruner.apply(work, layers, ratios, example_inputs, progress)
+    # A layer holding NaN/Inf cannot be ranked (every comparison with NaN is false) and its
+    # error is NaN: it stays as it is, with the reason in its note (also when an allocation
+    # already gave it ratio 0, so that the report says why).
+    skipped = {
+        name: why for name in ratios if (why := nonfinite_reason(layer_weight(layers[name])))
+    }
+    effective = {name: 0.0 if name in skipped else r for name, r in ratios.items()}
+    rows, edits = pruner.apply(work, layers, effective, example_inputs, progress)
+    for row in rows:
+        if row.layer in skipped:
+            row.ratio = ratios[row.layer]
+            row.note = f"{skipped[row.layer]}; {row.note}" if row.note else skipped[row.layer]
     result = PruneResult(model=work, report=make_report(rows), edits=edits, method=pruner.method)
     return finalize(result, history)
+
+
+def nonfinite_reason(weight: Tensor) -> str:
+    """``""`` when every entry of ``weight`` is finite, else the note of a skipped layer
+    (``"skipped: weight holds 3 NaN/Inf entries"``)."""
+    bad = int((~torch.isfinite(weight.detach())).sum())
+    return f"skipped: weight holds {bad} NaN/Inf entries" if bad else ""
 
 
 def _show(pattern: Pattern) -> str:

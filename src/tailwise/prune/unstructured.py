@@ -110,12 +110,14 @@ class GlobalMagnitudePruner(MagnitudePruner):
         notes: dict[str, str],
         progress: bool,
     ) -> dict[str, Tensor]:
+        ratio = max(ratios.values(), default=0.0)
+        # Layers resolved to 0 below a positive ratio (kept, or skipped by the runner for
+        # NaN/Inf) stay out of the threshold.
         scores = {
             name: _importance(layer_weight(layers[name]), self.centered)
-            for name in ratios
-            if name not in self.keep
+            for name, r in ratios.items()
+            if name not in self.keep and (r > 0 or ratio == 0)
         }
-        ratio = max(ratios.values(), default=0.0)
         if not scores:
             return {}
         return _global_masks(scores, ratio, notes)
