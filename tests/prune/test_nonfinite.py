@@ -23,14 +23,20 @@ def poisoned_mlp(value: float) -> MLP:
     torch.manual_seed(0)
     model = MLP(16, [32, 32], 4)
     with torch.no_grad():
-        model.layers[1].weight[3, 5] = value
+        linear(model, "layers.1").weight[3, 5] = value
     return model
 
 
-def weight_of(result: PruneResult, layer: str) -> torch.Tensor:
-    module = result.model.get_submodule(layer)
-    found = module.weight if isinstance(module, nn.Linear) else module[0].weight
-    return found.detach()
+def linear(model: nn.Module, name: str) -> nn.Linear:
+    found = model.get_submodule(name)
+    assert isinstance(found, nn.Linear)
+    return found
+
+
+def conv_weight(model: nn.Module, name: str) -> torch.Tensor:
+    found = model.get_submodule(name)
+    assert isinstance(found, nn.Conv2d)
+    return found.weight
 
 
 METHODS: dict[str, Callable[[nn.Module], PruneResult]] = {
@@ -46,7 +52,7 @@ METHODS: dict[str, Callable[[nn.Module], PruneResult]] = {
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_nonfinite_layer_is_skipped_with_a_note(method: str, value: float) -> None:
     model = poisoned_mlp(value)
-    original = model.layers[1].weight.detach().clone()
+    original = linear(model, "layers.1").weight.detach().clone()
     result = METHODS[method](model)
     report = result.report.set_index("layer")
     row = report.loc["layers.1"]
@@ -54,8 +60,7 @@ def test_nonfinite_layer_is_skipped_with_a_note(method: str, value: float) -> No
     assert row["achieved"] == 0.0
     assert row["params_after"] == row["params_before"]
     # The layer is untouched (a module, not a factor pair), NaN where it was.
-    kept = result.model.layers[1]
-    assert isinstance(kept, nn.Linear)
+    kept = linear(result.model, "layers.1")
     assert torch.equal(kept.weight.detach().isnan(), original.isnan())
     finite = original.isfinite()
     assert torch.equal(kept.weight.detach()[finite], original[finite])
@@ -70,11 +75,8 @@ def test_nonfinite_conv_is_skipped_by_channel_pruning() -> None:
     model = SmallCNN()
     convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
-        model.get_submodule(convs[0]).weight[0, 0, 0, 0] = float("nan")
+        conv_weight(model, convs[0])[0, 0, 0, 0] = float("nan")
     result = prune_channels(model, 0.5, torch.zeros(1, 1, 8, 8))
     row = result.report.set_index("layer").loc[convs[0]]
     assert row["note"].startswith("skipped: weight holds 1 NaN/Inf entries")
-    assert (
-        model.get_submodule(convs[0]).weight.shape[0]
-        == (result.model.get_submodule(convs[0]).weight.shape[0])
-    )
+    assert conv_weight(result.model, convs[0]).shape[0] == conv_weight(model, convs[0]).shape[0]
