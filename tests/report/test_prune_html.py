@@ -17,8 +17,9 @@ import pytest
 import torch
 
 import tailwise.report.prune_html as prune_html
+from tailwise._io import OutputError
 from tailwise.models import MLP, SmallCNN
-from tailwise.prune import PruneResult, prune_channels, prune_magnitude
+from tailwise.prune import PruneResult, prune_channels, prune_lowrank, prune_magnitude
 from tailwise.report import write_prune_html
 
 EVIL_SOURCE = '<script>alert("x")</script> & co'
@@ -140,7 +141,8 @@ def test_summary_states_params_flops_and_accuracy(written: tuple[PruneResult, Pa
     assert page.summary["params before"] == str(int(totals["params_before"]))
     assert page.summary["params after"] == str(int(totals["params_after"]))
     assert page.summary["params kept"] == f"{totals['params_ratio']:.1%}"
-    assert page.summary["FLOPs kept"] == f"{totals['flops_ratio']:.1%}"
+    flops_key = "FLOPs kept" if result.method == "channel" else "FLOPs kept (sparse kernel)"
+    assert page.summary[flops_key] == f"{totals['flops_ratio']:.1%}"
     assert page.summary["accuracy before"] == "98.00%"
     assert page.summary["accuracy after"] == "97.00%"
 
@@ -197,13 +199,37 @@ def test_title_and_extra_entries(tmp_path: Path) -> None:
     assert "accuracy before" not in page.summary  # no accuracy given, none shown
 
 
+def test_speed_up_only_for_physically_smaller_models(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.zeros(1, 64)
+    masked = prune_magnitude(MLP(64, [128, 64], 10), 0.8, example_inputs=x)
+    smaller = prune_lowrank(MLP(64, [128, 64], 10), 0.8, example_inputs=x)
+    for result, name in ((masked, "masked"), (smaller, "smaller")):
+        path = write_prune_html(result, tmp_path / f"{name}.html", accuracy=(0.5, 0.25))
+        text = path.read_text(encoding="utf-8")
+        page = parse(text)
+        # Accuracy whenever given, whatever the method.
+        assert page.summary["accuracy before"] == "50.00%"
+        assert page.summary["accuracy after"] == "25.00%"
+        # No text copied from the analysis page about eigenvalues of W^T W.
+        assert "W<sup>T</sup>W" not in text and "Eigenvalues" not in text
+        if name == "masked":
+            assert "FLOPs limit speed-up" not in page.summary
+            assert page.summary["dense speed-up"].startswith("none")
+        else:
+            ratio = result.totals()["flops_ratio"]
+            assert ratio < 0.5
+            assert page.summary["FLOPs limit speed-up"] == f"{1 / ratio:.2f}x"
+            assert "dense speed-up" not in page.summary
+
+
 # --- errors and atomic writing --------------------------------------------------------------
 
 
 def test_rejects_what_is_not_a_prune_result(tmp_path: Path) -> None:
     result = magnitude_result()
     with pytest.raises(TypeError, match="PruneResult"):
-        write_prune_html(result.report, tmp_path / "p.html")  # type: ignore[arg-type]
+        write_prune_html(result.report, tmp_path / "p.html")
     with pytest.raises(TypeError, match="PruneResult"):
         write_prune_html(result.model, tmp_path / "p.html")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
@@ -212,7 +238,7 @@ def test_rejects_what_is_not_a_prune_result(tmp_path: Path) -> None:
 def test_unwritable_location_leaves_nothing(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="Not a directory"):
         write_prune_html(magnitude_result(), blocker / "sub" / "p.html")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-dir"]
 

@@ -59,6 +59,18 @@ def _layers_figure(result: PruneResult) -> str:
     )
 
 
+#: Methods whose result is a physically smaller model (fewer parameters stored and computed).
+PHYSICAL_METHODS = frozenset({"lowrank", "channel"})
+
+# table_block's note is written for analysis tables (eigenvalues of W^T W): not for this one.
+_ANALYSIS_NOTE = "Eigenvalues are those of W<sup>T</sup>W; log is log<sub>10</sub>."
+
+
+def _prune_table(table: Any) -> str:
+    block = table_block(table, set())
+    return block.replace(" " + _ANALYSIS_NOTE, "").replace(_ANALYSIS_NOTE, "")
+
+
 def write_prune_html(
     result: PruneResult,
     path: str | os.PathLike[str],
@@ -70,8 +82,11 @@ def write_prune_html(
 ) -> Path:
     """Write a :class:`~tailwise.prune.PruneResult` as one self-contained HTML file.
 
-    ``accuracy``: (before, after) of some evaluation, shown in the summary when given;
-    ``extra``: more summary entries. Written atomically.
+    ``accuracy``: (before, after) of some evaluation, shown in the summary whenever given;
+    ``extra``: more summary entries. The FLOPs speed-up limit is shown only for methods that
+    make the model physically smaller (:data:`PHYSICAL_METHODS`); a masked model (magnitude,
+    node) runs at full cost in dense PyTorch, and its FLOPs kept count a sparse kernel's
+    work. Written atomically.
 
     >>> from tailwise.models import MLP
     >>> from tailwise.prune import prune_magnitude
@@ -90,9 +105,15 @@ def write_prune_html(
         "params after": int(totals["params_after"]),
         "params kept": f"{totals['params_ratio']:.1%}",
     }
+    smaller = result.method in PHYSICAL_METHODS
     if not np.isnan(totals["flops_ratio"]):
-        summary["FLOPs kept"] = f"{totals['flops_ratio']:.1%}"
-        summary["FLOPs limit speed-up"] = f"{1 / totals['flops_ratio']:.2f}x"
+        if smaller:
+            summary["FLOPs kept"] = f"{totals['flops_ratio']:.1%}"
+            summary["FLOPs limit speed-up"] = f"{1 / totals['flops_ratio']:.2f}x"
+        else:
+            summary["FLOPs kept (sparse kernel)"] = f"{totals['flops_ratio']:.1%}"
+    if not smaller:
+        summary["dense speed-up"] = "none: pruned weights are zeros in full-size layers"
     if accuracy is not None:
         summary["accuracy before"] = f"{accuracy[0]:.2%}"
         summary["accuracy after"] = f"{accuracy[1]:.2%}"
@@ -106,7 +127,7 @@ def write_prune_html(
         handle.write(summary_block(summary))
         if len(table):
             handle.write(_layers_figure(result))
-        handle.write(table_block(table, set()))
+        handle.write(_prune_table(table))
         handle.write(f'<p class="note">{escape(_NOTE)}</p>\n')
         handle.write(PAGE_END)
     return target
