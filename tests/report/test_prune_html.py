@@ -223,6 +223,21 @@ def test_speed_up_only_for_physically_smaller_models(tmp_path: Path) -> None:
             assert "dense speed-up" not in page.summary
 
 
+def test_a_pruned_file_gets_a_page(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from tailwise.prune import prune_file
+
+    torch.manual_seed(0)
+    source = tmp_path / "m.safetensors"
+    save_file({k: v.contiguous() for k, v in MLP(8, [16], 4).state_dict().items()}, str(source))
+    result = prune_file(source, None, 0.5, progress=False)
+    page = parse(write_prune_html(result, tmp_path / "p.html").read_text(encoding="utf-8"))
+    assert page.summary["method"] == "magnitude"
+    assert page.name_cells == list(result.report["layer"])
+    assert "FLOPs limit speed-up" not in page.summary
+
+
 # --- errors and atomic writing --------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 :func:`prune` is the entry point (method, allocation, protected output layers, budgets);
 ``prune_magnitude`` / ``prune_lowrank`` / ``prune_nodes`` / ``prune_channels`` are the methods
-on their own, each a :class:`Pruner` run by :func:`run_pruner`.
+on their own, each a :class:`Pruner` run by :func:`run_pruner`. :func:`prune_file` prunes a
+weights file (safetensors, Hugging Face folder, torch checkpoint) that records no
+architecture, by the methods that only zero entries, tensor by tensor.
 
 Every method takes a model and a pruning ratio (one float, or a dict layer name -> ratio such
 as :func:`allocate` returns) and gives a :class:`PruneResult` (model, per-layer report, the
@@ -10,6 +12,7 @@ edits needed to rebuild a physically changed architecture).
 """
 
 from tailwise.prune.allocate import allocate, erk_densities, lamp_scores
+from tailwise.prune.files import FILE_METHODS, FilePruneResult, file_output_layers, prune_file
 from tailwise.prune.layers import prunable_layers, rebuild_info
 from tailwise.prune.lowrank import LowRankPruner, prune_lowrank
 from tailwise.prune.pipeline import PruneMethod, find_output_layers, prune
@@ -20,7 +23,9 @@ from tailwise.prune.structured import ChannelPruner, NodePruner, prune_channels,
 from tailwise.prune.unstructured import GlobalMagnitudePruner, MagnitudePruner, prune_magnitude
 
 __all__ = [
+    "FILE_METHODS",
     "ChannelPruner",
+    "FilePruneResult",
     "GlobalMagnitudePruner",
     "LayerReport",
     "LowRankPruner",
@@ -34,6 +39,7 @@ __all__ = [
     "Replacement",
     "allocate",
     "erk_densities",
+    "file_output_layers",
     "find_output_layers",
     "lamp_scores",
     "layer_flops",
@@ -41,6 +47,7 @@ __all__ = [
     "prunable_layers",
     "prune",
     "prune_channels",
+    "prune_file",
     "prune_lowrank",
     "prune_magnitude",
     "prune_nodes",

@@ -35,6 +35,7 @@ __all__ = [
     "layer_flops",
     "layer_kind",
     "make_report",
+    "report_totals",
     "weight_params",
 ]
 
@@ -90,17 +91,22 @@ class PruneResult:
         >>> result.totals()["params_ratio"] < 0.6
         True
         """
-        df = self.report
-        out: dict[str, float] = {}
-        for what in ("params", "flops"):
-            # NaN when any layer's count is unknown (a conv without example inputs): a
-            # partial sum would pass off the Linear layers' ratio as the model's.
-            before = float(df[f"{what}_before"].sum(skipna=False, min_count=1))
-            after = float(df[f"{what}_after"].sum(skipna=False, min_count=1))
-            out[f"{what}_before"] = before
-            out[f"{what}_after"] = after
-            out[f"{what}_ratio"] = after / before if before > 0 else float("nan")
-        return out
+        return report_totals(self.report)
+
+
+def report_totals(df: pd.DataFrame) -> dict[str, float]:
+    """Sums of a pruning report (:data:`REPORT_COLUMNS`): params and FLOPs before/after and
+    their ratios (after / before); what :meth:`PruneResult.totals` returns."""
+    out: dict[str, float] = {}
+    for what in ("params", "flops"):
+        # NaN when any layer's count is unknown (a conv without example inputs): a
+        # partial sum would pass off the Linear layers' ratio as the model's.
+        before = float(df[f"{what}_before"].sum(skipna=False, min_count=1))
+        after = float(df[f"{what}_after"].sum(skipna=False, min_count=1))
+        out[f"{what}_before"] = before
+        out[f"{what}_after"] = after
+        out[f"{what}_ratio"] = after / before if before > 0 else float("nan")
+    return out
 
 
 def weight_params(module: nn.Module) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tailwise._io import atomic_open
+from tailwise.prune.files import FilePruneResult
 from tailwise.prune.report import PruneResult
 from tailwise.report._page import PAGE_END, escape, page_start, summary_block, table_block
 from tailwise.spectral.plots import figure_to_data_uri
@@ -31,7 +32,7 @@ _NOTE = (
 )
 
 
-def _layers_figure(result: PruneResult) -> str:
+def _layers_figure(result: PruneResult | FilePruneResult) -> str:
     df = result.report
     names = [str(name) for name in df["layer"]]
     positions = np.arange(len(names))
@@ -72,7 +73,7 @@ def _prune_table(table: Any) -> str:
 
 
 def write_prune_html(
-    result: PruneResult,
+    result: PruneResult | FilePruneResult,
     path: str | os.PathLike[str],
     *,
     title: str | None = None,
@@ -80,7 +81,8 @@ def write_prune_html(
     accuracy: tuple[float, float] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a :class:`~tailwise.prune.PruneResult` as one self-contained HTML file.
+    """Write a :class:`~tailwise.prune.PruneResult` (or the
+    :class:`~tailwise.prune.FilePruneResult` of a pruned file) as one self-contained HTML file.
 
     ``accuracy``: (before, after) of some evaluation, shown in the summary whenever given;
     ``extra``: more summary entries. The FLOPs speed-up limit is shown only for methods that
@@ -96,7 +98,7 @@ def write_prune_html(
     ...     write_prune_html(result, pathlib.Path(folder) / "prune.html").name
     'prune.html'
     """
-    if not isinstance(result, PruneResult):
+    if not isinstance(result, PruneResult | FilePruneResult):
         raise TypeError(f"write_prune_html: expected a PruneResult, got {type(result).__name__}")
     totals = result.totals()
     summary: dict[str, Any] = {
