@@ -13,11 +13,14 @@ loads the weights strictly. Nothing in the file is executable.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
@@ -34,13 +37,16 @@ from tailwise.weights import (
     read_safetensors_metadata,
     unwrap_state_dict,
 )
+from tailwise.weights.safetensors import read_safetensors_entries
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "apply_edits",
     "build_module",
     "changed_modules",
     "load_pruned",
     "module_spec",
+    "parse_metadata_json",
     "read_metadata",
     "save_pruned",
     "stored_architecture",
@@ -240,17 +246,115 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return read_safetensors_metadata(path)
 
 
-def stored_architecture(meta: Mapping[str, str]) -> dict[str, Any] | None:
-    """The original architecture recorded in a saved model's metadata, or None."""
-    if ARCHITECTURE_KEY not in meta:
+#: Deepest nesting of ``[`` / ``{`` accepted in tailwise's JSON metadata (a Sequential of
+#: specs nests 4 levels per level of modules).
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _json_depth(text: str) -> int:
+    """Deepest bracket nesting of a JSON text, strings left out; without recursion."""
+    codes = np.frombuffer(_JSON_STRING.sub('""', text).encode("utf-8"), dtype=np.uint8)
+    steps = np.isin(codes, (91, 123)).astype(np.int64) - np.isin(codes, (93, 125))
+    return int(steps.cumsum().max()) if steps.size else 0
+
+
+def parse_metadata_json(meta: Mapping[str, str], key: str, where: str = "") -> Any:
+    """The JSON value of string metadata ``key`` (None when absent); a corrupt value, or
+    one nested deeper than :data:`MAX_JSON_DEPTH`, raises :class:`WeightsError` naming
+    ``where`` (the file) and the key."""
+    if key not in meta:
         return None
+    text = meta[key]
+    prefix = f"{where}: " if where else ""
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise WeightsError(
+            f"{prefix}corrupt {key!r} metadata: nested deeper than {MAX_JSON_DEPTH} levels"
+        )
     try:
-        found = json.loads(meta[ARCHITECTURE_KEY])
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"corrupt {ARCHITECTURE_KEY!r} metadata: {exc}") from None
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise WeightsError(f"{prefix}corrupt {key!r} metadata: {str(exc)[:200]}") from None
+
+
+def stored_architecture(meta: Mapping[str, str], where: str = "") -> dict[str, Any] | None:
+    """The original architecture recorded in a saved model's metadata, or None.
+
+    ``where`` (the file) is named in the :class:`WeightsError` of corrupt metadata."""
+    found = parse_metadata_json(meta, ARCHITECTURE_KEY, where)
+    if found is None:
+        return None
     if not isinstance(found, dict):
-        raise WeightsError(f"corrupt {ARCHITECTURE_KEY!r} metadata: not a JSON object")
+        prefix = f"{where}: " if where else ""
+        raise WeightsError(f"{prefix}corrupt {ARCHITECTURE_KEY!r} metadata: not a JSON object")
     return found
+
+
+def _held_elements(file: Path) -> int:
+    """Elements of all tensors of a safetensors file, from its header (no data read)."""
+    return sum(math.prod(entry.shape) for entry in read_safetensors_entries(file))
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _check_sizes(
+    file: Path,
+    held: int,
+    edits: Mapping[str, Mapping[str, Any]],
+    build: Callable[[], nn.Module] | None,
+) -> None:
+    """Refuse metadata that describes more parameters than ``file`` holds, before anything
+    is allocated: the modules are built on the ``meta`` device, which stores no values."""
+    try:
+        with torch.device("meta"):
+            for name, spec in edits.items():
+                count = _count(build_module(spec))
+                if count > held:
+                    raise WeightsError(
+                        f"{file}: {EDITS_KEY!r} metadata gives module {name!r} {count} "
+                        f"parameters, but the file holds {held} values in all"
+                    )
+            if build is None:
+                return
+            net = build()
+            apply_edits(net, edits)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, WeightsError):
+            raise
+        raise WeightsError(f"{file}: {exc}") from None
+    count = _count(net)
+    if count > held:
+        raise WeightsError(
+            f"{file}: the {ARCHITECTURE_KEY!r} metadata describes a model of {count} "
+            f"parameters, but the file holds {held} values in all"
+        )
+
+
+def _loadable(net: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` fitted to ``net``'s state dict where only buffers differ: strict on
+    parameters, lenient on buffers.
+
+    Dropped from ``state``: names that are buffers of ``net`` outside its state dict
+    (non-persistent, e.g. ``embeddings.position_ids`` of a newer transformers version) and
+    integer tensors ``net`` does not have (index buffers of an older version); added: the
+    ``net``'s own values of persistent buffers the file lacks. Anything else that differs
+    (a parameter missing or unknown, a shape) is left for ``load_state_dict`` to refuse.
+    """
+    expected = net.state_dict()
+    buffers = {name for name, _ in net.named_buffers()}
+    loadable: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name not in expected and (
+            name in buffers or (isinstance(tensor, torch.Tensor) and not tensor.is_floating_point())
+        ):
+            continue
+        loadable[name] = tensor
+    for name in buffers:
+        if name in expected and name not in loadable:
+            loadable[name] = expected[name]
+    return loadable
 
 
 def load_pruned(
@@ -270,7 +374,11 @@ def load_pruned(
     returned in eval mode on ``device`` (default CPU). A torch checkpoint
     (``.pt``/``.pth``/``.bin``: a state dict, possibly nested under ``"state_dict"`` /
     ``"model"``) can be loaded into ``model`` too; it is read with ``weights_only=True``
-    unless ``trust_pickle``. File problems raise :class:`tailwise.WeightsError`; a file
+    unless ``trust_pickle``. Buffers never block a load: one in the file that the model
+    keeps out of its state dict (``embeddings.position_ids``), or one the model has that the
+    file lacks, is skipped (parameters must match exactly). Metadata describing more
+    parameters than the file holds, or nested deeper than :data:`MAX_JSON_DEPTH`, is refused
+    before anything is built. File problems raise :class:`tailwise.WeightsError`; a file
     without an architecture and no ``model`` a :class:`tailwise.UsageError`.
     """
     file = Path(path)
@@ -278,7 +386,11 @@ def load_pruned(
         raise WeightsError(f"no such file: {file}")
     is_safetensors = file.suffix == ".safetensors"
     meta = read_metadata(file) if is_safetensors else {}
-    architecture = stored_architecture(meta)
+    architecture = stored_architecture(meta, str(file))
+    edits = parse_metadata_json(meta, EDITS_KEY, str(file))
+    edits = {} if edits is None else edits
+    if not isinstance(edits, dict) or not all(isinstance(v, dict) for v in edits.values()):
+        raise WeightsError(f"{file}: corrupt {EDITS_KEY!r} metadata: not a map name -> spec")
     if model is None:
         if architecture is None:
             raise UsageError(
@@ -289,6 +401,9 @@ def load_pruned(
             from tailwise.models.registry import build_model
 
             build = build_model
+        stored = architecture
+        builder = build
+        _check_sizes(file, _held_elements(file), edits, lambda: builder(stored))
         net = build(architecture)
     elif isinstance(model, nn.Module):
         net = model
@@ -296,10 +411,8 @@ def load_pruned(
         net = model()
         if not isinstance(net, nn.Module):
             raise UsageError(f"model factory returned {type(net).__name__}, not an nn.Module")
-    try:
-        edits = json.loads(meta.get(EDITS_KEY, "{}"))
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{file}: corrupt {EDITS_KEY!r} metadata: {exc}") from None
+    if model is not None and edits:
+        _check_sizes(file, _held_elements(file), edits, None)
     try:
         apply_edits(net, edits)
     except (ValueError, TypeError) as exc:
@@ -314,7 +427,7 @@ def load_pruned(
             raise WeightsError(f"{file} holds a {type(loaded).__name__}, not a state dict")
         state = loaded
     try:
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(_loadable(net, state), strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])
