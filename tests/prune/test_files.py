@@ -443,3 +443,43 @@ def test_refusals(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="outside the folder"):
         prune_file(folder, tmp_path / "out", 0.5)
     assert not (tmp_path / "out").exists()
+
+
+def test_global_threshold_over_many_ties_matches_in_memory(tmp_path: Path) -> None:
+    # A file pruned before: half of each layer is exactly 0, so the threshold sits in ties.
+    first = prune(mlp(), 0.5, progress=False)
+    state = {k: v.detach().clone().contiguous() for k, v in first.model.state_dict().items()}
+    state = {k.replace("_orig", ""): v for k, v in state.items() if not k.endswith("_mask")}
+    for name in list(state):
+        if name.endswith(".weight"):
+            state[name] = weight(first.model, name[: -len(".weight")]).clone().contiguous()
+    source = tmp_path / "sparse.safetensors"
+    save_file(state, str(source))
+    out = tmp_path / "again.safetensors"
+    result = prune_file(source, out, 0.7, method="global-magnitude", progress=False)
+    reference = MLP(24, [32, 16], 4)
+    reference.load_state_dict(state, strict=True)
+    want = prune(reference, 0.7, method="global-magnitude", progress=False)
+    pruned = load_file(out)
+    budgeted = ["layers.0", "layers.1"]
+    total = sum(pruned[f"{n}.weight"].numel() for n in budgeted)
+    assert sum(int((pruned[f"{n}.weight"] == 0).sum()) for n in budgeted) == math.floor(0.7 * total)
+    for layer in budgeted:
+        assert torch.equal(pruned[f"{layer}.weight"], weight(want.model, layer)), layer
+    assert result.report.set_index("layer").loc["layers.2", "note"] == "output layer: kept"
+
+
+def test_folder_with_pytorch_model_bin(tmp_path: Path) -> None:
+    model = seeded(TinyBert)
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    out = tmp_path / "out"
+    prune_file(folder, out, 0.5, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "pytorch_model.bin"]
+    reloaded = TinyBert()
+    reloaded.load_state_dict(torch.load(out / "pytorch_model.bin", weights_only=True))
+    want = prune(model, 0.5, progress=False)
+    for layer in want.report["layer"]:
+        assert torch.equal(weight(reloaded, layer), weight(want.model, layer)), layer
