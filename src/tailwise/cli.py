@@ -316,15 +316,38 @@ def prune(
     console = make_console()
     with _user_errors() as errors:
         from tailwise._io import check_output_path
-        from tailwise.loading import example_inputs
+        from tailwise.loading import example_inputs, has_architecture, load_model
+        from tailwise.prune import FILE_METHODS, prune_file, save_pruned
         from tailwise.prune import prune as run_prune
-        from tailwise.prune import save_pruned
         from tailwise.prune.report import REPORT_COLUMNS
 
-        check_output_path(out, (".safetensors",), "--out")
         check_output_path(report, (".html", ".htm", *TABLE_SUFFIXES), "--report")
         shown = select_columns(columns, _PRUNE_SHOWN, REPORT_COLUMNS)
-        net, label = _load(source, model, trust_pickle, quiet, errors)
+        path, label = _resolve_source(source, quiet, errors)
+        if model is None and method in FILE_METHODS and not has_architecture(path):
+            # Weights without an architecture: masks need no model, prune the file itself.
+            found = prune_file(
+                path,
+                out,
+                ratio,
+                method=method,
+                allocation=allocate,
+                include=include,
+                exclude=exclude,
+                protect_outputs=protect_outputs,
+                center=center,
+                trust_pickle=trust_pickle,
+                progress=not quiet,
+            )
+            _print_pruned(console, found, shown, label, None, quiet)
+            if found.written and not quiet:
+                console.print(f"wrote {len(found.written)} file(s) to {plain(found.out)}")
+            for skipped in found.not_copied:
+                errors.print(f"not copied (weights in another format): {plain(skipped)}")
+            _prune_report(console, found, report, label, None, quiet)
+            return
+        check_output_path(out, (".safetensors",), "--out")
+        net = load_model(path, factory=model, trust_pickle=trust_pickle)
         result = run_prune(
             net,
             ratio,
@@ -342,29 +365,51 @@ def prune(
             from tailwise.reference import reference_accuracy
 
             accuracy = (reference_accuracy(net), reference_accuracy(result.model))
-        if not quiet:
-            title = f"tailwise prune ({result.method}): {label}"
-            print_rows(console, result.report, shown, title, "note")
-            totals = result.totals()
-            line = (
-                f"params {totals['params_before']:,.0f} -> {totals['params_after']:,.0f} "
-                f"({totals['params_ratio']:.1%} kept)"
-            )
-            if not math.isnan(totals["flops_ratio"]):
-                line += f"; FLOPs {totals['flops_ratio']:.1%} kept"
-            if accuracy is not None:
-                line += f"; digits test accuracy {accuracy[0]:.2%} -> {accuracy[1]:.2%}"
-            console.print(line)
+        _print_pruned(console, result, shown, label, accuracy, quiet)
         if out is not None:
             save_pruned(result, out)
             _wrote(console, quiet, out)
-        if report is not None and report.suffix.lower() in (".html", ".htm"):
-            from tailwise.report import write_prune_html
+        _prune_report(console, result, report, label, accuracy, quiet)
 
-            write_prune_html(result, report, source=label, accuracy=accuracy)
-        else:
-            _write_table(result.report, report)
-        _wrote(console, quiet, report)
+
+def _print_pruned(
+    console: Console,
+    result: Any,
+    shown: Any,
+    label: str,
+    accuracy: tuple[float, float] | None,
+    quiet: bool,
+) -> None:
+    if quiet:
+        return
+    print_rows(console, result.report, shown, f"tailwise prune ({result.method}): {label}", "note")
+    totals = result.totals()
+    line = (
+        f"params {totals['params_before']:,.0f} -> {totals['params_after']:,.0f} "
+        f"({totals['params_ratio']:.1%} kept)"
+    )
+    if not math.isnan(totals["flops_ratio"]):
+        line += f"; FLOPs {totals['flops_ratio']:.1%} kept"
+    if accuracy is not None:
+        line += f"; digits test accuracy {accuracy[0]:.2%} -> {accuracy[1]:.2%}"
+    console.print(line)
+
+
+def _prune_report(
+    console: Console,
+    result: Any,
+    report: Path | None,
+    label: str,
+    accuracy: tuple[float, float] | None,
+    quiet: bool,
+) -> None:
+    if report is not None and report.suffix.lower() in (".html", ".htm"):
+        from tailwise.report import write_prune_html
+
+        write_prune_html(result, report, source=label, accuracy=accuracy)
+    else:
+        _write_table(result.report, report)
+    _wrote(console, quiet, report)
 
 
 @app.command()
@@ -469,9 +514,9 @@ def _print_hessian(console: Console, found: Any, label: str, data: str, samples:
 
 def _version(value: bool) -> None:
     if value:
-        from tailwise import __version__
+        from importlib.metadata import version
 
-        typer.echo(f"tailwise {__version__}")
+        typer.echo(f"tailwise {version('tailwise')}")
         raise typer.Exit()
 
 

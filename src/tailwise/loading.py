@@ -25,7 +25,14 @@ from tailwise.prune.layers import rebuild_info
 from tailwise.prune.rebuild import load_pruned, read_metadata, stored_architecture
 from tailwise.weights import WeightsError
 
-__all__ = ["MAX_INPUT_ELEMENTS", "example_inputs", "import_factory", "load_model", "parse_shape"]
+__all__ = [
+    "MAX_INPUT_ELEMENTS",
+    "example_inputs",
+    "has_architecture",
+    "import_factory",
+    "load_model",
+    "parse_shape",
+]
 
 #: The largest example input :func:`parse_shape` accepts (elements; 512 MiB of float32): a
 #: tracing input is one sample, and a mistyped shape must not allocate gigabytes.
@@ -109,6 +116,20 @@ def load_model(
                 "--model package.module:callable) building the original architecture"
             )
     return load_pruned(file, made, build=build_model, device=device, trust_pickle=trust_pickle)
+
+
+def has_architecture(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a ``.safetensors`` file that records a tailwise architecture (so
+    :func:`load_model` needs no factory). A corrupt file raises :class:`tailwise.WeightsError`.
+
+    >>> from tailwise.reference import reference_checkpoint
+    >>> has_architecture(reference_checkpoint(progress=False))
+    True
+    """
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".safetensors":
+        return False
+    return stored_architecture(read_metadata(file)) is not None
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
