@@ -270,7 +270,39 @@ def test_include_and_exclude(net: Net) -> None:
     assert run(net, include=r"\[k\]")["name"].tolist() == ["attn.in_proj_weight[k]"]
     everything_but = run(net, exclude=r"weight")
     assert not everything_but["name"].str.contains("weight").any()
-    assert len(run(net, include="no such layer")) == 0
+    with pytest.raises(UsageError, match="include 'no such layer' selects no tensor"):
+        run(net, include="no such layer")
+
+
+def test_include_that_selects_nothing_names_the_pattern_and_some_names(net: Net) -> None:
+    """Issue 9: an include matching nothing gave an empty table (exit 0 in the CLI)."""
+    with pytest.raises(UsageError) as info:
+        run(net, include="^encoder")
+    message = str(info.value)
+    assert "include '^encoder'" in message and "\n" not in message
+    names = [name for name, _ in net.named_parameters()]
+    assert all(repr(name) in message for name in names[:5])
+    assert "..." in message
+    with pytest.raises(UsageError, match=r"include 'fc' and exclude 'weight|bias' select no"):
+        run(net, include="fc", exclude="weight|bias")
+
+
+@pytest.mark.parametrize("xmax", [math.inf, -math.inf, math.nan, 0.0, -1.0])
+def test_xmax_that_is_not_finite_and_positive_is_a_usage_error(xmax: float) -> None:
+    """Issue 9: xmax=inf gave a table in which every layer failed."""
+    with pytest.raises(UsageError, match="xmax must be a finite positive number"):
+        run(nn.Linear(4, 4), xmax=xmax)
+
+
+def test_unusable_device_is_a_usage_error() -> None:
+    """Issue 9: device="cuda" without CUDA gave a table in which every layer failed."""
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU, or none at all
+    for device in (missing, "meta"):
+        with pytest.raises(UsageError, match=f"device '{device}' is not usable here"):
+            run(nn.Linear(4, 4), device=device)
+    with pytest.raises(UsageError, match="device 'bogus' is not a torch device"):
+        run(nn.Linear(4, 4), device="bogus")
+    assert (run(nn.Linear(40, 30), device="cpu")["status"] == ["ok", "skipped"]).all()
 
 
 def test_keep_evals(net: Net, net_table: pd.DataFrame) -> None:

@@ -161,6 +161,12 @@ def test_option_errors() -> None:
         analyze_tails(model, seed=0.5)  # type: ignore[arg-type]
 
 
+def test_include_that_selects_nothing_is_a_usage_error() -> None:
+    """Issue 9: an include matching nothing gave an empty table."""
+    with pytest.raises(UsageError, match=r"include 'conv' selects no tensor.*'layers\.0\.weight'"):
+        analyze_tails(MLP(8, [4], 2), include="conv", progress=False)
+
+
 @pytest.mark.parametrize("option", ["include", "exclude"])
 def test_invalid_patterns_and_options_are_usage_errors(option: str) -> None:
     model = torch.nn.Linear(8, 8)

@@ -206,6 +206,30 @@ def test_include_exclude(tmp_path: Path) -> None:
         iter_layers(model, include="(")
 
 
+def test_patterns_that_select_nothing_raise_a_usage_error(tmp_path: Path) -> None:
+    """Issue 9: an include that matched nothing gave an empty table and exit status 0."""
+    path = tmp_path / "m.safetensors"
+    save_file(mlp().state_dict(), str(path))
+    with pytest.raises(UsageError) as info:
+        list_layers(path, include="^encoder")
+    message = str(info.value)
+    assert message.startswith("include '^encoder' selects no tensor; the source holds ")
+    assert all(repr(name) in message for name in ("0.weight", "0.bias", "2.weight"))
+    with pytest.raises(UsageError, match=r"exclude '\.' selects no tensor"):
+        list_layers(path, exclude=".")
+    with pytest.raises(UsageError, match=r"include '0' and exclude 'weight\|bias' select no"):
+        list_layers(path, include="0", exclude="weight|bias")
+    with pytest.raises(UsageError, match="the source holds none"):
+        list_layers({}, include="x")
+    # Only the first few names are shown.
+    many = {f"layers.{i}.weight": torch.zeros(2, 2) for i in range(40)}
+    with pytest.raises(UsageError, match=r"'layers\.4\.weight', \.\.\. \(40 in all\)") as info:
+        list_layers(many, include="nothing")
+    assert "layers.5.weight" not in str(info.value)
+    # No pattern, no error: an empty source stays an empty list.
+    assert list_layers({}) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # compile_pattern and describe_source
 

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
-from tailwise._errors import UsageError
+from tailwise._errors import UsageError, first_line
 from tailwise._progress import progress_bar
 from tailwise._seeds import derive_seed
 from tailwise._threads import single_threaded
@@ -136,8 +136,15 @@ class AnalyzeOptions:
             fit_choice = float(fit)
         else:
             raise UsageError(f"analyze: fit must be 'ks', 'median' or a positive xmin; got {fit!r}")
-        if xmax is not None and not (isinstance(xmax, (int, float)) and xmax > 0):
-            raise UsageError(f"analyze: xmax must be a positive number or None; got {xmax!r}")
+        if xmax is not None and not (
+            isinstance(xmax, (int, float))
+            and not isinstance(xmax, bool)
+            and math.isfinite(xmax)
+            and xmax > 0
+        ):
+            raise UsageError(
+                f"analyze: xmax must be a finite positive number or None; got {xmax!r}"
+            )
         return cls(
             fit=fit_choice,
             xmax=None if xmax is None else float(xmax),
@@ -156,12 +163,24 @@ class AnalyzeOptions:
 
 
 def _device(device: str | torch.device | None) -> torch.device | None:
-    if device is None or isinstance(device, torch.device):
-        return device
+    """``device`` parsed, and checked usable here: a small tensor is made on it and read back.
+
+    Without this, ``device="cuda"`` on a machine (or torch build) without CUDA, or
+    ``"meta"``, would give a table in which every layer failed.
+    """
+    if device is None:
+        return None
     try:
-        return torch.device(device)
+        parsed = device if isinstance(device, torch.device) else torch.device(device)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise UsageError(f"analyze: device {device!r} is not a torch device ({exc})") from None
+    try:
+        probe = torch.ones(2, dtype=torch.float64, device=parsed)
+        float((probe @ probe).cpu())
+    except Exception as exc:  # AssertionError (no CUDA build), RuntimeError, NotImplementedError
+        detail = first_line(exc) or type(exc).__name__
+        raise UsageError(f"analyze: device {str(parsed)!r} is not usable here ({detail})") from None
+    return parsed
 
 
 def _empty_row(layer: LayerWeights) -> dict[str, Any]:

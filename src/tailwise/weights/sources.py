@@ -182,12 +182,49 @@ def _select(
     include: re.Pattern[str] | None,
     exclude: re.Pattern[str] | None,
 ) -> Iterator[LayerWeights]:
+    if include is None and exclude is None:
+        yield from records
+        return
+    seen: list[str] = []
+    selected = total = 0
     for record in records:
+        total += 1
+        if len(seen) < _NAMES_SHOWN:
+            seen.append(record.name)
         if include is not None and not include.search(record.name):
             continue
         if exclude is not None and exclude.search(record.name):
             continue
+        selected += 1
         yield record
+    if not selected:
+        raise UsageError(_nothing_selected(include, exclude, seen, total))
+
+
+# How many of the source's tensor names an include/exclude error shows.
+_NAMES_SHOWN = 5
+
+
+def _nothing_selected(
+    include: re.Pattern[str] | None,
+    exclude: re.Pattern[str] | None,
+    seen: list[str],
+    total: int,
+) -> str:
+    patterns = [
+        f"{what} {pattern.pattern!r}"
+        for what, pattern in (("include", include), ("exclude", exclude))
+        if pattern is not None
+    ]
+    names = ", ".join(repr(name) for name in seen)
+    subject = f"{' and '.join(patterns)} {'select' if len(patterns) > 1 else 'selects'}"
+    if not seen:
+        return f"{subject} no tensor: the source holds none"
+    more = f", ... ({total} in all)" if total > len(seen) else ""
+    return (
+        f"{subject} no tensor; the source holds {names}{more} "
+        "(patterns are regular expressions searched in parameter names)"
+    )
 
 
 def iter_layers(
@@ -205,7 +242,9 @@ def iter_layers(
     ``*.index.json`` or a Hugging Face model folder. ``include``/``exclude`` are regular
     expressions searched (``re.search``) in record names (``"attn.in_proj_weight[q]"`` for
     the split MultiheadAttention blocks); a record is kept if it matches ``include`` (when
-    given) and not ``exclude``. Skipped records (biases, norms, ...) are yielded too, with
+    given) and not ``exclude``; patterns that select no record at all raise
+    :class:`~tailwise.UsageError` (naming them and the first few names of the source) when
+    the iteration ends. Skipped records (biases, norms, ...) are yielded too, with
     ``status="skipped"``. ``trust_pickle=True`` allows unpickling arbitrary Python objects
     from torch checkpoints -- only for files you trust.
 
