@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import re
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from tailwise.weights import (
     load_checkpoint,
     unwrap_state_dict,
 )
+from tailwise.weights.checkpoints import _shorten
 
 # ---------------------------------------------------------------------------------------------
 # Torch checkpoints
@@ -54,6 +57,50 @@ def test_torch_checkpoint_with_pickled_objects(tmp_path: Path) -> None:
     assert "Payload" in str(info.value)
     records = list_layers(path, trust_pickle=True)
     assert [r.name for r in records] == list(mlp().state_dict())
+
+
+class SystemCall:
+    """Pickles as a call of ``os.system``: the payload is built, never executed."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("true",))
+
+
+SYSTEM = f"{os.system.__module__}.system"  # posix.system, nt.system on Windows
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_os_system_payload_is_refused_by_its_name(tmp_path: Path, protocol: int) -> None:
+    """Issue 9: an os.system payload got the vaguest message, "not a weights-only checkpoint,
+    maybe corrupt (... https://pytorch.or)" (protocol >= 4: torch names no global)."""
+    files = {"raw.pt": pickle.dumps({"x": SystemCall()}, protocol=protocol)}
+    for name, data in files.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(WeightsError) as info:
+            load_checkpoint(path)
+        message = str(info.value)
+        assert f"contains pickled Python objects ({SYSTEM})" in message
+        assert "refusing to unpickle" in message and "maybe corrupt" not in message
+    zipped = tmp_path / "zip.pt"
+    torch.save({"w": torch.ones(2), "x": SystemCall()}, zipped, pickle_protocol=protocol)
+    with pytest.raises(WeightsError, match=re.escape(f"({SYSTEM})")):
+        iter_layers(zipped)
+
+
+def test_unknown_weights_only_failure_never_cuts_a_url(tmp_path: Path) -> None:
+    """Issue 9: the fallback message was cut at 120 characters, in the middle of a URL."""
+    path = tmp_path / "extension.pt"
+    path.write_bytes(b"\x80\x02\x82\x01.")  # EXT1: an opcode the weights-only unpickler lacks
+    with pytest.raises(WeightsError, match="maybe corrupt") as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "Unsupported operand 130" in message
+    for url in re.findall(r"https?://\S*", message):
+        assert url.rstrip(").;,").endswith(".html"), message
+    long = "word " * 100 + "see https://pytorch.org/docs/stable/generated/torch.load.html now"
+    assert "https://pytorch.org/docs/stable/generated/torch.load.html" in _shorten(long)
+    assert _shorten("First sentence. " + "x" * 400) == "First sentence."
 
 
 def test_torch_checkpoint_whole_module(tmp_path: Path) -> None:

@@ -123,6 +123,23 @@ def test_safetensors_unsupported_but_valid_dtype_is_skipped(tmp_path: Path) -> N
     assert records["w"].status == "ok"
 
 
+@pytest.mark.parametrize("bracket", [b"[", b"{", b'{"a":['])
+def test_deeply_nested_header_is_a_weights_error_not_a_recursion_error(
+    tmp_path: Path, bracket: bytes
+) -> None:
+    """Issue 9: a header of 100 000 nested ``[`` raised RecursionError out of json.loads."""
+    path = write_safetensors_raw(tmp_path / "deep.safetensors", bracket * 100_000, bytes(16))
+    for read in (list_layers, read_safetensors_metadata, load_safetensors):
+        with pytest.raises(WeightsError, match=r"nested \d+ levels deep") as info:
+            read(path)
+        assert str(path) in str(info.value)
+    # Brackets inside strings are text, not nesting.
+    header = {**_valid_header(), "__metadata__": {"note": "[" * 1000}}
+    assert read_safetensors_metadata(write_safetensors_raw(path, header, bytes(16))) == {
+        "note": "[" * 1000
+    }
+
+
 def _valid_header() -> dict[str, object]:
     return {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
 

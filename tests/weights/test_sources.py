@@ -129,6 +129,41 @@ def test_hf_folder_index_problems(tmp_path: Path) -> None:
         list_layers(folder)
 
 
+@pytest.mark.parametrize(
+    "shard", ["../outside.safetensors", "sub/../../outside.safetensors", "/abs/x.safetensors"]
+)
+def test_index_pointing_outside_its_folder_is_refused(tmp_path: Path, shard: str) -> None:
+    """Issue 9: an index whose weight_map names ``../good.safetensors`` was followed."""
+    save_file(mlp().state_dict(), str(tmp_path / "outside.safetensors"))
+    torch.save(mlp().state_dict(), tmp_path / "outside.bin")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for index_name, target in (
+        ("model.safetensors.index.json", shard),
+        ("pytorch_model.bin.index.json", shard.replace(".safetensors", ".bin")),
+    ):
+        index = {"weight_map": dict.fromkeys(mlp().state_dict(), target)}
+        (folder / index_name).write_text(json.dumps(index))
+        for source in (folder, folder / index_name):
+            with pytest.raises(WeightsError, match=r"not a file inside .*refusing it") as info:
+                list_layers(source)
+            assert repr(target) in str(info.value)
+        (folder / index_name).unlink()
+
+
+def test_deeply_nested_index_or_config_is_a_weights_error(tmp_path: Path) -> None:
+    """Issue 9: JSON from files is bounded in nesting before it is parsed."""
+    folder = tmp_path / "deep"
+    write_sharded(folder, gpt2_state(), {"model_type": "gpt2"})
+    (folder / "config.json").write_text("[" * 100_000)
+    with pytest.raises(WeightsError, match=r"config\.json is JSON nested 100000 levels deep"):
+        list_layers(folder)
+    (folder / "config.json").unlink()
+    (folder / "model.safetensors.index.json").write_text('{"weight_map":' + "[" * 100_000)
+    with pytest.raises(WeightsError, match=r"index\.json is JSON nested"):
+        list_layers(folder)
+
+
 def test_hf_folder_pytorch_model_bin(tmp_path: Path) -> None:
     folder = tmp_path / "bin"
     folder.mkdir()

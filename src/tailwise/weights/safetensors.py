@@ -12,7 +12,6 @@ Every problem -- a missing file, a truncated or corrupt header, overlapping tens
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import struct
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from tailwise.weights._json import loads_bounded
 from tailwise.weights.records import (
     LayerWeights,
     Rows,
@@ -94,9 +94,13 @@ def _read_header_unchecked(path: Path) -> tuple[int, dict[str, Any], dict[str, A
             raise _corrupt(path, f"header length {header_len} exceeds {_MAX_HEADER_BYTES} bytes")
         raw = handle.read(header_len)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise _corrupt(path, f"header is not valid UTF-8 JSON ({exc})") from None
+    try:
+        header = loads_bounded(text, "header")
+    except WeightsError as exc:  # nested too deep or not JSON: named as a corrupt file
+        raise _corrupt(path, str(exc)) from None
     if not isinstance(header, dict):
         raise _corrupt(path, f"header is a JSON {type(header).__name__}, not an object")
     metadata = header.pop("__metadata__", None)

@@ -10,16 +10,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from torch import nn
 
 from tailwise._errors import UsageError
+from tailwise.weights._json import MAX_JSON_BYTES, loads_bounded
 from tailwise.weights.checkpoints import TORCH_SUFFIXES, load_checkpoint
 from tailwise.weights.modules import records_from_module, records_from_object
 from tailwise.weights.records import (
@@ -58,9 +58,14 @@ def _records_from_torch_shards(
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"invalid JSON in {path}: {exc}") from None
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise WeightsError(f"{path} is {size} bytes, over the {MAX_JSON_BYTES}-byte limit")
+        return loads_bounded(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError as exc:
+        raise WeightsError(f"{path} is not valid UTF-8 JSON ({exc})") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _read_index(index_path: Path) -> dict[Path, set[str]]:
@@ -71,11 +76,36 @@ def _read_index(index_path: Path) -> dict[Path, set[str]]:
         raise WeightsError(f"{index_path}: no 'weight_map' object of tensor name -> shard file")
     shards: dict[Path, set[str]] = {}
     for tensor_name, shard_name in sorted(weight_map.items(), key=lambda item: item[1]):
+        _check_shard_name(index_path, shard_name)
         shards.setdefault(index_path.parent / shard_name, set()).add(tensor_name)
     for shard in shards:
         if not shard.is_file():
             raise WeightsError(f"{index_path}: shard {shard.name} listed in weight_map not found")
     return shards
+
+
+def _check_shard_name(index_path: Path, shard_name: str) -> None:
+    """Refuse a shard that is not a relative path inside the index's folder.
+
+    An index is data from the file's author: ``../other.safetensors`` or ``/etc/x`` would make
+    tailwise read (and with pruning, copy) files outside the model folder. The check is on the
+    text of the name, not on resolved links, so a Hugging Face cache folder (whose shards are
+    symbolic links into ``../../blobs``) still loads.
+    """
+    posix, windows = PurePosixPath(shard_name), PureWindowsPath(shard_name)
+    if (
+        not shard_name
+        or "\x00" in shard_name
+        or posix.is_absolute()
+        or windows.is_absolute()
+        or windows.drive
+        or ".." in posix.parts
+        or ".." in windows.parts
+    ):
+        raise WeightsError(
+            f"{index_path}: weight_map names shard {shard_name!r}, which is not a file inside "
+            f"{index_path.parent}; refusing it"
+        )
 
 
 def _records_from_safetensors_index(
