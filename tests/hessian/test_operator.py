@@ -272,7 +272,7 @@ def test_train_mode_batch_norm_on_purpose_leaves_the_statistics_alone() -> None:
 
 
 class FunctionalDropout(nn.Module):
-    """Randomness no module type reveals: only the two passes over the data catch it."""
+    """Randomness no module type reveals: the generator's state moving during a pass does."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -295,7 +295,7 @@ class Augmented:
 
 def test_two_passes_catch_hidden_randomness() -> None:
     case = make_case("mlp")
-    with pytest.raises(ValueError, match="different losses"):
+    with pytest.raises(ValueError, match="draws random numbers in its forward pass"):
         HessianOperator(FunctionalDropout().double(), cross_entropy, case.batches)
     with pytest.raises(ValueError, match="augmentation"):
         HessianOperator(case.model, cross_entropy, Augmented(case.batches))

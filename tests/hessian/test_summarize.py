@@ -93,10 +93,17 @@ def test_include_selects_parameters_by_regex(tiny_mlp: tuple[nn.Module, Batches]
         summarize(model, cross_entropy, batches, include="(", progress=False)
 
 
-def test_top_k_is_clipped_to_the_solver_limit(tiny_mlp: tuple[nn.Module, Batches]) -> None:
+def test_top_k_beyond_the_solver_limit_is_refused(tiny_mlp: tuple[nn.Module, Batches]) -> None:
+    """Issue 9 §4: never a silently shorter answer than asked for."""
     model, batches = tiny_mlp
-    found = summarize(model, cross_entropy, batches, top_k=5, include=r"1\.bias$", progress=False)
+    with pytest.raises(UsageError, match=r"top_k=5 is more than the 2 eigenvalues .* n=3"):
+        summarize(model, cross_entropy, batches, top_k=5, include=r"1\.bias$", progress=False)
+    found = summarize(model, cross_entropy, batches, top_k=2, include=r"1\.bias$", progress=False)
     assert found.num_params == 3 and len(found.eigenvalues) == 2  # Lanczos: k <= n - 1
+    found = summarize(
+        model, cross_entropy, batches, top_k=3, solver="power", include=r"1\.bias$", progress=False
+    )
+    assert len(found.eigenvalues) == 3
 
 
 @pytest.mark.parametrize(

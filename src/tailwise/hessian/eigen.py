@@ -43,6 +43,8 @@ from torch import Tensor, nn
 
 from tailwise._errors import UsageError
 from tailwise._progress import progress_task
+from tailwise._threads import torch_work
+from tailwise.hessian._budget import FLOAT64_BYTES, check_memory
 from tailwise.hessian.hvp import HVPMethod
 from tailwise.hessian.operator import Data, HessianOperator, LossFn
 
@@ -223,11 +225,70 @@ def top_eigenvalues(
         a ``RuntimeWarning``) when ``max_iter`` ran out; power and deflation then return their
         last estimates, Lanczos NaN for the pairs that had not converged.
 
+    Bad values raise :class:`tailwise.UsageError` before any product: k out of range (k larger
+    than the selected parameters allow is refused, never clipped), and a k or ``ncv`` whose
+    float64 blocks of n-vectors would not fit the memory of the machine (or device).
+
+    Threads: the block runs under the torch-work policy of ``tailwise._threads`` (torch keeps
+    its threads, SciPy's BLAS gets one; ``TAILWISE_THREADS`` overrides).
+
     Accuracy: the products are computed in the model's dtype and summed in float64; with a
     float32 model the eigenvalues carry the products' rounding (1e-7 to 1e-6 relative on
     digits MLPs and CNNs). Use a float64 model (``model.double()`` and float64 data) for
     reference values.
     """
+    with torch_work():
+        return _top_eigenvalues(
+            model,
+            loss_fn,
+            data,
+            k,
+            method,
+            which,
+            params,
+            tol,
+            max_iter,
+            seed,
+            hvp_method,
+            ncv,
+            progress,
+        )
+
+
+def memory_needed(n: int, k: int, method: EigenSolver, ncv: int | None = None) -> tuple[int, str]:
+    """Bytes of float64 n-vectors :func:`top_eigenvalues` holds at once, and what they are.
+
+    Lanczos: ARPACK's basis of ``ncv`` vectors, its 3 work vectors and the k eigenvectors;
+    power: the block, its product and QR (about 4 k vectors); deflation: k found vectors and
+    3 more.
+    """
+    if method is EigenSolver.LANCZOS:
+        columns = (ncv if ncv is not None else k + 1) + 3 + k
+        what = f"the Lanczos basis of ncv={ncv} vectors and k={k} eigenvectors of n={n:,}"
+    elif method is EigenSolver.POWER:
+        columns = 4 * k
+        what = f"power iteration on a block of k={k} vectors of n={n:,}"
+    else:
+        columns = k + 3
+        what = f"deflation over k={k} vectors of n={n:,}"
+    return columns * n * FLOAT64_BYTES, what
+
+
+def _top_eigenvalues(
+    model: nn.Module | HessianOperator,
+    loss_fn: LossFn | None,
+    data: Data | None,
+    k: int,
+    method: EigenSolver | str,
+    which: Which | str | None,
+    params: Sequence[str] | None,
+    tol: float | None,
+    max_iter: int | None,
+    seed: int,
+    hvp_method: HVPMethod | str | None,
+    ncv: int | None,
+    progress: bool,
+) -> EigenResult:
     where = "top_eigenvalues"
     method = EigenSolver(_enum_value(where, "method", EigenSolver, method))
     if which is None:
@@ -253,6 +314,12 @@ def top_eigenvalues(
     high = n - 1 if method is EigenSolver.LANCZOS else n
     if high < 1:
         raise UsageError(f"{where}: method='lanczos' needs at least 2 parameters, got n={n}")
+    if not isinstance(k, bool) and isinstance(k, (int, np.integer)) and k > high:
+        raise UsageError(
+            f"{where}: k must be in [1, {high}], got {k}: the n={n:,} selected parameters "
+            f"give at most {high:,} eigenvalues with method={method.value!r}"
+            + (" (Lanczos: k < n)" if method is EigenSolver.LANCZOS else "")
+        )
     k = _check_int(where, "k", k, 1, high)
     if ncv is not None and method is not EigenSolver.LANCZOS:
         raise UsageError(f"{where}: ncv is a Lanczos setting, got it with method={method.value!r}")
@@ -260,6 +327,9 @@ def top_eigenvalues(
         ncv = min(n, max(2 * k + 1, 20 if which is Which.SMALLEST_ALGEBRAIC else k + 6))
     else:
         ncv = _check_int(where, "ncv", ncv, k + 1, n)
+    needed, what = memory_needed(n, k, method, ncv if method is EigenSolver.LANCZOS else None)
+    device = torch.device("cpu") if method is EigenSolver.LANCZOS else operator.device
+    check_memory(where, what, needed, device)
     start = operator.num_matvecs
     label = f"eigenvalues ({method.value})"
     with (

@@ -40,8 +40,9 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils.data import Dataset
 
-from tailwise._errors import UsageError
+from tailwise._errors import UsageError, first_line
 from tailwise._modules import as_args, model_device
+from tailwise._threads import torch_work
 from tailwise.hessian.hvp import (
     HVPFallback,
     HVPMethod,
@@ -99,6 +100,54 @@ def _stochastic_modules(model: nn.Module) -> list[str]:
     ]
 
 
+# What a forward pass raises when the data does not fit the model (wrong shape, dtype, number
+# of classes, batch sizes of inputs and targets that differ). Out-of-memory is not among them.
+_DATA_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
+
+
+def _tensors(inputs: Any) -> list[Tensor]:
+    if isinstance(inputs, Tensor):
+        return [inputs]
+    if isinstance(inputs, (tuple, list)):
+        return [t for item in inputs for t in _tensors(item)]
+    return []
+
+
+def _shapes(inputs: Any) -> str:
+    shapes = [tuple(t.shape) for t in _tensors(inputs)]
+    return str(shapes[0]) if len(shapes) == 1 else str(shapes)
+
+
+def _check_batch(index: int, inputs: Any, targets: Tensor) -> None:
+    """Raise :class:`UsageError` if a batch holds NaN/Inf or its sizes disagree."""
+    for what, tensors in (("inputs", _tensors(inputs)), ("targets", [targets])):
+        for tensor in tensors:
+            if (tensor.is_floating_point() or tensor.is_complex()) and not bool(
+                torch.isfinite(tensor).all()
+            ):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise UsageError(
+                    f"HessianOperator: batch {index}: the {what} hold {bad} NaN/Inf value(s) "
+                    f"(shape {tuple(tensor.shape)}); the loss and its Hessian are then not "
+                    "finite: clean the data first"
+                )
+    first = _tensors(inputs)[:1]
+    if first and first[0].ndim >= 1 and first[0].shape[0] != targets.shape[0]:
+        raise UsageError(
+            f"HessianOperator: batch {index}: inputs of shape {tuple(first[0].shape)} and "
+            f"targets of shape {tuple(targets.shape)} disagree on the batch size "
+            f"({first[0].shape[0]} vs {targets.shape[0]})"
+        )
+
+
+def _rng_states(device: torch.device) -> list[Tensor]:
+    """The states of the default generators a forward pass on ``device`` may draw from."""
+    states = [torch.get_rng_state()]
+    if device.type == "cuda" and torch.cuda.is_available():
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
 def _to_device(inputs: Any, device: torch.device) -> Any:
     if isinstance(inputs, Tensor):
         return inputs.to(device, non_blocking=True)
@@ -137,11 +186,15 @@ class HessianOperator:
         check_deterministic: at construction, (1) raise :class:`tailwise.UsageError` if a Dropout or
             BatchNorm module is in training mode (dropout is random; train-mode batch norm
             normalizes each batch by its own statistics, so H would depend on how the data
-            is batched), and (2) compute the full-data loss twice and raise ``UsageError`` if the
-            two differ (random data augmentation, functional dropout, other randomness). Both
-            messages suggest ``model.eval()``. ``False`` skips both checks (and their two
-            forward passes over the data), e.g. to study the train-mode batch-norm Hessian on
-            purpose.
+            is batched), (2) compute the full-data loss and raise ``UsageError`` if the model
+            or the loss drew random numbers from torch's default generators while doing so
+            (functional dropout ``F.dropout(x, p, training=True)``, noise layers: this
+            refuses every time, not only when two random draws happen to differ), or if the
+            loss is not finite, and (3) compute it a second time and raise ``UsageError`` if
+            the two differ (random data augmentation in the data pipeline, randomness from a
+            generator of the model's own). The messages suggest ``model.eval()``. ``False``
+            skips these checks (and their two forward passes over the data), e.g. to study
+            the train-mode batch-norm Hessian on purpose.
         vectorize: compute a block of k products per batch with ``torch.func.vmap`` over the
             tangents of one forward-over-reverse product, which shares the forward and backward
             pass of the parameters between the k columns (measured on one CPU thread, k = 5:
@@ -216,8 +269,13 @@ class HessianOperator:
         self._fallback = HVPFallback()
         self._on_products: Callable[[int], None] | None = None  # progress of eigen / trace
         self.num_matvecs = 0
+        # Until one pass over the data has completed, every batch is checked (finite values,
+        # matching batch sizes) and a forward pass that fails is the data not fitting the
+        # model: UsageError. Afterwards the data is known to fit, and errors are raised as is.
+        self._validated = False
         if check_deterministic:
-            self._check_deterministic()
+            with torch_work():
+                self._check_deterministic()
 
     # ----------------------------------------------------------------- layout
 
@@ -303,8 +361,12 @@ class HessianOperator:
     # ---------------------------------------------------------------- data
 
     def _batches(self) -> Iterator[tuple[Any, Tensor, int]]:
-        """``(inputs, targets, n_b)`` on :attr:`device`, one per batch of the data."""
+        """``(inputs, targets, n_b)`` on :attr:`device`, one per batch of the data.
+
+        During the first complete pass each batch is checked (:func:`_check_batch`).
+        """
         empty = True
+        checking = not self._validated
         for index, batch in enumerate(self._data):
             if not isinstance(batch, Sequence) or len(batch) != 2:
                 raise TypeError(
@@ -319,9 +381,51 @@ class HessianOperator:
                     f"dimension, got {type(targets).__name__}"
                 )
             empty = False
+            if checking:
+                _check_batch(index, inputs, targets)
             yield _to_device(inputs, self._device), targets.to(self._device), targets.shape[0]
         if empty:
             raise UsageError("HessianOperator: data yielded no batches")
+        self._validated = True
+
+    @contextlib.contextmanager
+    def _fitting(self, inputs: Any, targets: Tensor) -> Iterator[None]:
+        """Until the data is validated, a failing forward pass becomes a UsageError."""
+        try:
+            yield
+        except torch.OutOfMemoryError:
+            raise
+        except _DATA_ERRORS as exc:
+            if self._validated:
+                raise
+            raise UsageError(
+                "HessianOperator: the model and loss_fn failed on a batch of inputs of shape "
+                f"{_shapes(inputs)} and targets of shape {tuple(targets.shape)} (dtype "
+                f"{targets.dtype}): {first_line(exc, 200)}; does the data fit the model?"
+            ) from exc
+
+    def _batch_losses(self, *, watch_rng: bool = False) -> list[tuple[float, int]]:
+        """``(L_b, n_b)`` per batch; with ``watch_rng``, UsageError if a forward drew random
+        numbers from torch's default generators."""
+        losses = []
+        with torch.no_grad(), restored_buffers(self._model):
+            for inputs, targets, size in self._batches():
+                before = _rng_states(self._device) if watch_rng else []
+                with self._fitting(inputs, targets):
+                    value = float(self._loss_fn(self._model(*as_args(inputs)), targets))
+                if watch_rng and any(
+                    not torch.equal(a, b)
+                    for a, b in zip(before, _rng_states(self._device), strict=True)
+                ):
+                    raise UsageError(
+                        "HessianOperator: the model or loss_fn draws random numbers in its "
+                        "forward pass (functional dropout such as F.dropout(x, p, "
+                        "training=True), random noise), so the loss is random and its Hessian "
+                        "is not well defined; call model.eval() and make the forward pass "
+                        "deterministic, or pass check_deterministic=False to use it anyway"
+                    )
+                losses.append((value, size))
+        return losses
 
     def _check_deterministic(self) -> None:
         stochastic = _stochastic_modules(self._model)
@@ -332,7 +436,14 @@ class HessianOperator:
                 "random or depends on how the data is batched; call model.eval() first, or pass "
                 "check_deterministic=False to use the train-mode loss on purpose"
             )
-        first, second = self.loss(), self.loss()
+        first = _mean(self._batch_losses(watch_rng=True))
+        if not math.isfinite(first):
+            raise UsageError(
+                f"HessianOperator: the loss over the data is {first!r}, not finite, so its "
+                "Hessian is not either: are the parameters finite, and does loss_fn fit the "
+                "targets?"
+            )
+        second = _mean(self._batch_losses())
         scale = max(abs(first), abs(second), torch.finfo(self._dtype).tiny)
         # Loose enough for reduction-order noise (shuffled loaders, GPU kernels), far below
         # what dropout or data augmentation change.
@@ -352,13 +463,8 @@ class HessianOperator:
         Like the products, it leaves the model unchanged: running statistics of a train-mode
         BatchNorm are restored.
         """
-        total, count = 0.0, 0
-        with torch.no_grad(), restored_buffers(self._model):
-            for inputs, targets, size in self._batches():
-                args = as_args(inputs)
-                total += float(self._loss_fn(self._model(*args), targets)) * size
-                count += size
-        return total / count
+        with torch_work():
+            return _mean(self._batch_losses())
 
     def gradient(self) -> Tensor:
         """The full-data gradient sum_b (n_b / N) grad L_b, flat (n,), in :attr:`dtype`.
@@ -370,10 +476,10 @@ class HessianOperator:
         tensors = [theta[name] for name in self.names]
         total = torch.zeros(self._num_params, dtype=self._dtype, device=self._device)
         count = 0
-        with torch.enable_grad(), restored_buffers(self._model):
+        with torch_work(), torch.enable_grad(), restored_buffers(self._model):
             for inputs, targets, size in self._batches():
-                args = as_args(inputs)
-                loss = self._loss_fn(self._model(*args), targets)
+                with self._fitting(inputs, targets):
+                    loss = self._loss_fn(self._model(*as_args(inputs)), targets)
                 grads = torch.autograd.grad(loss, tensors, allow_unused=True)
                 flat = torch.cat(
                     [
@@ -426,10 +532,12 @@ class HessianOperator:
         rows = matrix.T.to(device=self._device, dtype=self._dtype).contiguous()
         total = torch.zeros((k, self._num_params), dtype=out_dtype, device=self._device)
         count = 0
-        for inputs, targets, size in self._batches():
-            products = self._batch_products(inputs, targets, rows)
-            total.add_(products.to(out_dtype), alpha=size)
-            count += size
+        with torch_work():
+            for inputs, targets, size in self._batches():
+                with self._fitting(inputs, targets):
+                    products = self._batch_products(inputs, targets, rows)
+                total.add_(products.to(out_dtype), alpha=size)
+                count += size
         self.num_matvecs += k
         if self._on_products is not None:
             self._on_products(k)
@@ -536,6 +644,11 @@ class HessianOperator:
             f"device={self._device}, hvp_method={self.hvp_method.value!r}, "
             f"num_matvecs={self.num_matvecs})"
         )
+
+
+def _mean(losses: list[tuple[float, int]]) -> float:
+    """sum_b (n_b / N) L_b from ``(L_b, n_b)`` pairs (float64)."""
+    return sum(value * size for value, size in losses) / sum(size for _, size in losses)
 
 
 def _check_device(model: nn.Module, device: str | torch.device) -> None:

@@ -6,7 +6,9 @@
 and :func:`~tailwise.hessian.trace.spectral_density` on it, with every budget a parameter.
 
 >>> import torch
->>> from torch import nn
+>>> import torch
+import torch
+from torch import nn
 >>> _ = torch.manual_seed(0)
 >>> model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double()
 >>> data = (torch.randn(20, 4, dtype=torch.float64), torch.randint(0, 2, (20,)))
@@ -27,13 +29,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from tailwise._errors import UsageError
-from tailwise.hessian.eigen import EigenSolver, top_eigenvalues
-from tailwise.hessian.hvp import HVPMethod
+from tailwise._modules import model_device
+from tailwise._threads import torch_work
+from tailwise.hessian._budget import check_memory
+from tailwise.hessian.eigen import EigenSolver, memory_needed, top_eigenvalues
+from tailwise.hessian.hvp import HVPMethod, named_parameters
 from tailwise.hessian.operator import Data, HessianOperator, LossFn
-from tailwise.hessian.trace import SpectralDensity, hutchpp_trace, spectral_density
+from tailwise.hessian.trace import (
+    SpectralDensity,
+    check_hutchpp_memory,
+    check_slq_memory,
+    hutchpp_trace,
+    spectral_density,
+)
 
 __all__ = ["HessianSummary", "summarize"]
 
@@ -136,6 +148,37 @@ def _in_eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def _check_budgets(
+    model: nn.Module,
+    n: int,
+    top_k: int,
+    how: EigenSolver,
+    trace: bool,
+    trace_matvecs: int,
+    density: bool,
+    density_iters: int,
+    density_runs: int,
+) -> None:
+    """Refuse, before any work, what the n selected parameters cannot give or hold."""
+    if n < 1:
+        return  # HessianOperator says there is nothing to differentiate
+    high = n - 1 if how is EigenSolver.LANCZOS else n
+    if top_k > high:
+        raise UsageError(
+            f"summarize: top_k={top_k:,} is more than the {high:,} eigenvalues solver="
+            f"{how.value!r} can give for the n={n:,} selected parameters"
+            + (" (Lanczos: k < n)" if how is EigenSolver.LANCZOS else "")
+        )
+    cpu, device = torch.device("cpu"), model_device(model)
+    ncv = min(n, max(2 * top_k + 1, top_k + 6)) if how is EigenSolver.LANCZOS else None
+    needed, what = memory_needed(n, top_k, how, ncv)
+    check_memory("summarize", what, needed, cpu if how is EigenSolver.LANCZOS else device)
+    if trace:
+        check_hutchpp_memory("summarize", n, trace_matvecs, device)
+    if density:
+        check_slq_memory("summarize", n, min(density_iters, n), density_runs, device)
+
+
 def summarize(
     model: nn.Module,
     loss_fn: LossFn,
@@ -163,8 +206,8 @@ def summarize(
 
     Args:
         model, loss_fn, data: as for :class:`~tailwise.hessian.operator.HessianOperator`.
-        top_k: number of top eigenvalues, clipped to n - 1 for ``"lanczos"`` (n for the
-            power methods).
+        top_k: number of top eigenvalues, at most n - 1 for ``"lanczos"`` (n for the power
+            methods): more raises :class:`tailwise.UsageError` (never a shorter answer).
         solver: :class:`~tailwise.hessian.eigen.EigenSolver`, the ``method`` of
             :func:`~tailwise.hessian.eigen.top_eigenvalues`.
         trace: also estimate tr(H) by Hutch++ with ``trace_matvecs`` (>= 3) products.
@@ -180,7 +223,15 @@ def summarize(
     Returns:
         A :class:`HessianSummary`; ``to_dict()`` gives its JSON form.
 
-    Bad option values raise :class:`tailwise.UsageError`.
+    Bad option values raise :class:`tailwise.UsageError`, before any pass over the data: also
+    a ``top_k`` beyond the selected parameters, and budgets (``top_k``, ``trace_matvecs``,
+    ``density_iters`` x ``density_runs``) whose float64 blocks of n-vectors would not fit the
+    memory of the machine (or device). Bad data (NaN/Inf, not fitting the model, random
+    forward passes) raises it at the first pass (see
+    :class:`~tailwise.hessian.operator.HessianOperator`).
+
+    Threads: runs under the torch-work policy of ``tailwise._threads`` (torch keeps its
+    threads, SciPy's BLAS gets one; ``TAILWISE_THREADS`` overrides).
     """
     top_k = _positive("top_k", top_k)
     try:
@@ -198,13 +249,13 @@ def summarize(
     if not isinstance(model, nn.Module):
         raise TypeError(f"summarize: model must be an nn.Module, got {type(model).__name__}")
     names = _selected(model, include)
+    n = sum(p.numel() for p in named_parameters(model, names).values())
+    _check_budgets(model, n, top_k, how, trace, trace_matvecs, density, density_iters, density_runs)
 
     start = time.perf_counter()
-    with _in_eval_mode(model):
+    with torch_work(), _in_eval_mode(model):
         operator = HessianOperator(model, loss_fn, data, params=names, hvp_method=hvp_method)
-        n = operator.num_params
-        k = min(top_k, n - 1 if how is EigenSolver.LANCZOS else n)
-        found = top_eigenvalues(operator, k=k, method=how, seed=seed, progress=progress)
+        found = top_eigenvalues(operator, k=top_k, method=how, seed=seed, progress=progress)
         loss = float(operator.loss())
         trace_value: float | None = None
         trace_error: float | None = None

@@ -60,6 +60,8 @@ from torch import Tensor
 
 from tailwise._errors import UsageError
 from tailwise._progress import progress_task
+from tailwise._threads import torch_work
+from tailwise.hessian._budget import FLOAT64_BYTES, check_memory
 
 Advance = Callable[..., None]
 
@@ -340,6 +342,31 @@ def _from_samples(
     )
 
 
+def check_hutchpp_memory(where: str, n: int, num_matvecs: int, device: torch.device) -> None:
+    """UsageError if Hutch++'s float64 blocks for ``num_matvecs`` exceed ``device``'s memory."""
+    sketch_size = min(num_matvecs // 3, n)
+    num_probes = num_matvecs - 2 * (num_matvecs // 3)
+    check_memory(
+        where,
+        f"num_matvecs={num_matvecs:,} (a sketch of {sketch_size:,} and {num_probes:,} probes "
+        f"of n={n:,})",
+        (4 * sketch_size + 3 * num_probes) * n * FLOAT64_BYTES,
+        device,
+    )
+
+
+def check_slq_memory(
+    where: str, n: int, num_iters: int, num_runs: int, device: torch.device
+) -> None:
+    """UsageError if the SLQ basis (num_iters x num_runs n-vectors) exceeds ``device``'s memory."""
+    check_memory(
+        where,
+        f"the Lanczos basis of num_iters={num_iters:,} x num_runs={num_runs:,} vectors of n={n:,}",
+        (num_iters + 4) * num_runs * n * FLOAT64_BYTES,
+        device,
+    )
+
+
 # --- trace estimators --------------------------------------------------------------------
 
 
@@ -382,9 +409,16 @@ def hutchinson_trace(
     num_samples = _positive_int(where, "num_samples", num_samples)
     block_size = _positive_int(where, "block_size", block_size)
     kind = _distribution(where, distribution)
+    block = min(block_size, num_samples)
+    check_memory(
+        where,
+        f"num_samples={num_samples:,} probes in blocks of {block} vectors of n={n:,}",
+        (3 * block * n + num_samples) * FLOAT64_BYTES,
+        op.device,
+    )
     generator = torch.Generator().manual_seed(seed)
     samples = []
-    with progress_task("trace (Hutchinson)", num_samples, progress) as advance:
+    with torch_work(), progress_task("trace (Hutchinson)", num_samples, progress) as advance:
         for start in range(0, num_samples, block_size):
             probes = _probes(generator, n, min(block_size, num_samples - start), kind)
             probes = probes.to(op.device)
@@ -416,8 +450,8 @@ def hutchpp_trace(
 
     Args:
         op: symmetric operator A of shape (n, n).
-        num_matvecs: m >= 3, the total number of products with A (fewer when k > n: Q then
-            has only n columns).
+        num_matvecs: m >= 3, the total number of products with A (fewer when k > n: the
+            sketch then has n columns, Q spans everything and the estimate is exact).
         seed: seed of the CPU ``torch.Generator`` for S and G.
         distribution: entries of S and G, ``"rademacher"`` or ``"gaussian"``.
         block_size: columns per ``matmat`` call.
@@ -435,10 +469,12 @@ def hutchpp_trace(
     block_size = _positive_int(where, "block_size", block_size)
     kind = _distribution(where, distribution)
     generator = torch.Generator().manual_seed(seed)
-    sketch_size = num_matvecs // 3
-    num_probes = num_matvecs - 2 * sketch_size
+    # A sketch of more than n columns adds nothing (Q has at most n): never draw more.
+    sketch_size = min(num_matvecs // 3, n)
+    num_probes = num_matvecs - 2 * (num_matvecs // 3)
+    check_hutchpp_memory(where, n, num_matvecs, op.device)
 
-    with progress_task("trace (Hutch++)", num_matvecs, progress) as advance:
+    with torch_work(), progress_task("trace (Hutch++)", num_matvecs, progress) as advance:
         sketch = _probes(generator, n, sketch_size, kind).to(op.device)
         basis = torch.linalg.qr(_apply(where, op, sketch, block_size, advance)).Q  # (n, <= k)
         products = _apply(where, op, basis, block_size, advance)
@@ -496,7 +532,8 @@ def spectral_density(
     Returns:
         A :class:`SpectralDensity` with ``nodes`` and ``weights`` of shape (R, m).
 
-    Memory: the float64 Lanczos basis, m * n * R * 8 bytes, on the operator's device.
+    Memory: the float64 Lanczos basis, m * n * R * 8 bytes, on the operator's device; more
+    than the device holds raises :class:`tailwise.UsageError` before anything is allocated.
     """
     where = "spectral_density"
     n = _dimension(where, op)
@@ -508,20 +545,23 @@ def spectral_density(
     elif not (math.isfinite(tol) and tol >= 0):
         raise UsageError(f"{where}: tol must be a non-negative finite float, got {tol!r}")
 
-    start = _probes(torch.Generator().manual_seed(seed), n, num_runs, kind).to(op.device)
-    start = start / torch.linalg.vector_norm(start, dim=0)
-    with progress_task("spectral density (SLQ)", num_iters * num_runs, progress) as advance:
-        alphas, betas, steps, num_matvecs = _block_lanczos_recurrence(
-            op, start, num_iters, tol, advance
-        )
+    check_slq_memory(where, n, num_iters, num_runs, op.device)
 
-    nodes = np.full((num_runs, num_iters), np.nan)
-    weights = np.zeros((num_runs, num_iters))
-    for run in range(num_runs):
-        k = int(steps[run])
-        theta, vectors = eigh_tridiagonal(alphas[:k, run], betas[: k - 1, run])
-        nodes[run, :k] = theta
-        weights[run, :k] = vectors[0] ** 2
+    with torch_work():
+        start = _probes(torch.Generator().manual_seed(seed), n, num_runs, kind).to(op.device)
+        start = start / torch.linalg.vector_norm(start, dim=0)
+        with progress_task("spectral density (SLQ)", num_iters * num_runs, progress) as advance:
+            alphas, betas, steps, num_matvecs = _block_lanczos_recurrence(
+                op, start, num_iters, tol, advance
+            )
+
+        nodes = np.full((num_runs, num_iters), np.nan)
+        weights = np.zeros((num_runs, num_iters))
+        for run in range(num_runs):
+            k = int(steps[run])
+            theta, vectors = eigh_tridiagonal(alphas[:k, run], betas[: k - 1, run])
+            nodes[run, :k] = theta
+            weights[run, :k] = vectors[0] ** 2
     nodes.setflags(write=False)
     weights.setflags(write=False)
     return SpectralDensity(nodes=nodes, weights=weights, num_params=n, num_matvecs=num_matvecs)
