@@ -16,7 +16,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tailwise import UsageError
-from tailwise.spectral.analyze import COLUMNS, TEXT_COLUMNS, analyze, summary
+from tailwise.prune import allocate
+from tailwise.spectral.analyze import (
+    COLUMNS,
+    MIN_EVALS,
+    MIN_PL_SPIKES,
+    MIN_SLICE_M,
+    TEXT_COLUMNS,
+    analyze,
+    summary,
+)
 from tailwise.weights import WeightsError
 
 INT_COLUMNS = {
@@ -445,7 +454,10 @@ def test_failed_fits_are_never_over_trained() -> None:
         "fine.weight": torch.randn(64, 32),
     }
     df = run(weights).set_index("name")
-    for name in ("row.weight", "orthogonal.weight"):
+    row = df.loc["row.weight"]  # too small for a fit: ok, no alpha, no label
+    assert (row["status"], row["warning"]) == ("ok", "")
+    assert row["reason"].startswith("too few eigenvalues (1 < 10)") and math.isnan(row["alpha"])
+    for name in ("orthogonal.weight",):
         row = df.loc[name]
         assert row["status"] == "failed"
         assert row["reason"].startswith("power-law fit:"), row["reason"]
@@ -459,6 +471,69 @@ def test_failed_fits_are_never_over_trained() -> None:
     # The rule over the whole table: over-trained means an ok fit with alpha < 2.
     over = df[df["warning"] == "over-trained"]
     assert ((over["status"] == "ok") & (over["alpha"] < 2)).all()
+
+
+def test_too_few_eigenvalues_get_norms_but_no_alpha_and_no_label() -> None:
+    """Issue 9: a 2-output head (2 eigenvalues) was "alpha 1.15, over-trained"."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 2))
+    df = run(model).set_index("name")
+    head = df.loc["1.weight"]
+    assert (head["status"], head["warning"], head["num_evals"]) == ("ok", "", 2)
+    assert head["reason"] == (
+        f"too few eigenvalues (2 < {MIN_EVALS}) for a power-law fit; no alpha"
+    )
+    for column in ("alpha", "xmin", "D", "alpha_weighted", "log_alpha_norm"):
+        assert math.isnan(head[column]), column
+    for column in ("log_norm", "log_spectral_norm", "stable_rank", "entropy", "matrix_rank"):
+        assert math.isfinite(head[column]), column
+    assert df["alpha"].dtype == np.float64  # still a numeric column for allocate & co.
+    assert summary(df.reset_index())["alpha"] == pytest.approx(df.loc["0.weight", "alpha"])
+    # Consumers of the alpha column take the NaN (allocate substitutes the median, warning).
+    with pytest.warns(UserWarning, match="missing or NaN"):
+        ratios = allocate(model, 0.5, "alpha")
+    assert set(ratios) == {"0", "1"}
+
+
+def test_fit_on_a_tiny_tail_is_reported_but_not_labelled() -> None:
+    """Issue 9: conv4_2 was "under-trained" at alpha 19.5 from 2 tail eigenvalues."""
+    # Singular values 1..15 and a tight group of 5 at 20: a steep tail, alpha far above 6.
+    singular = torch.cat([torch.arange(1.0, 16.0), torch.tensor([20.0, 20.1, 20.2, 20.3, 20.4])])
+    weight = torch.diag(singular.double())
+    df = run({"w.weight": weight, "v.weight": weight.clone()}, fit=20.25**2)
+    row = df.set_index("name").loc["w.weight"]
+    assert row["num_pl_spikes"] == 2 < MIN_PL_SPIKES
+    assert (row["status"], row["warning"]) == ("ok", "")
+    assert math.isfinite(row["alpha"]) and row["alpha"] > 6  # would have been "under-trained"
+    assert row["reason"] == f"alpha from 2 tail eigenvalues (< {MIN_PL_SPIKES}): too few to label"
+    assert math.isnan(summary(df)["alpha"])  # shown, not averaged
+    wider = run({"w.weight": weight}, fit=19.5**2).iloc[0]  # 5 tail eigenvalues: labelled
+    assert wider["num_pl_spikes"] == MIN_PL_SPIKES and wider["alpha"] > 6
+    assert (wider["warning"], wider["reason"]) == ("under-trained", "")
+
+
+@pytest.mark.parametrize("conv", ["pooled", "slices"])
+def test_degenerate_conv_slices_are_flattened_with_a_note(conv: str) -> None:
+    """Issue 9: a (1024, 1, 512, 1) conv was pooled from 1-column slices: alpha 26.3 and
+    "under-trained"; flattened (what --conv flatten gives) it is a 1024 x 512 matrix."""
+    torch.manual_seed(0)
+    weights = {"thin.weight": torch.randn(96, 1, 40, 1), "rgb.weight": torch.randn(16, 3, 3, 3)}
+    df = run(weights, conv=conv, keep_evals=True).set_index("name")
+    flat = run(weights, conv="flatten", keep_evals=True).set_index("name")
+    thin = df.loc["thin.weight"]
+    assert (thin["status"], thin["N"], thin["M"], thin["rf"]) == ("ok", 96, 40, 1)
+    assert thin["reason"] == (
+        f"conv slices of 96x1 have < {MIN_SLICE_M} eigenvalues each: analysed flattened to "
+        f"96x40 instead of conv='{conv}'"
+    )
+    assert thin["alpha"] == pytest.approx(flat.loc["thin.weight", "alpha"], rel=1e-9)
+    np.testing.assert_allclose(
+        df.attrs["esd"]["thin.weight"], flat.attrs["esd"]["thin.weight"], rtol=1e-9
+    )
+    # M = 3 per slice (an RGB input layer) is a spectrum: analysed as asked.
+    rgb = df[df.index.str.startswith("rgb.weight")]
+    assert not rgb["reason"].str.contains("flattened").any()
+    assert (rgb["rf"] == (9 if conv == "pooled" else 1)).all()
 
 
 # --- weights that cannot be analysed, next to ones that can ------------------------------------
@@ -502,7 +577,7 @@ def test_bad_layers_get_status_and_reason_and_the_rest_is_analysed(
         "nan.weight": ("failed", "NaN or infinite"),
         "inf.weight": ("failed", "NaN or infinite"),
         "zeros.weight": ("failed", "all eigenvalues are zero"),
-        "row.weight": ("failed", "power-law fit: fewer than 2 eigenvalues"),
+        "row.weight": ("ok", "too few eigenvalues (1 < 10) for a power-law fit"),
         "empty.weight": ("failed", "empty"),
         "fp16.weight": ("ok", ""),
         "bf16.weight": ("ok", ""),
@@ -519,8 +594,8 @@ def test_bad_layers_get_status_and_reason_and_the_rest_is_analysed(
         assert reason in row["reason"], (name, row["reason"])
         if status != "ok":
             assert row["reason"], name
-    ok = df[df["status"] == "ok"]
-    assert np.isfinite(ok[OK_FINITE].to_numpy(dtype=float)).all()
+    fitted = df[(df["status"] == "ok") & (df["num_evals"] >= MIN_EVALS)]
+    assert np.isfinite(fitted[OK_FINITE].to_numpy(dtype=float)).all()
     assert not (df.loc[df["status"] != "ok", "warning"] == "over-trained").any()
 
 
@@ -641,6 +716,10 @@ def test_summary_by_hand() -> None:
             # Numbers on a failed row must not count.
             dict(name="e", status="failed", alpha=100.0, log_norm=50.0, stable_rank=1e6),
             dict(name="f", status="skipped", reason="bias vector"),
+            # Issue 9: a fit on 2 tail eigenvalues is shown but not averaged into alpha.
+            dict(name="g", status="ok", alpha=19.5, alpha_weighted=9.0, num_pl_spikes=2,
+                 log_norm=2.0, log_spectral_norm=0.5, stable_rank=20.0, log_alpha_norm=9.0,
+                 mp_softrank=0.5),
         ]
     )  # fmt: skip
     out = summary(df)
@@ -648,12 +727,12 @@ def test_summary_by_hand() -> None:
         "alpha": 11.5 / 3,
         "alpha_weighted": 4.25 / 3,
         "log_norm": 2.0,
-        "log_spectral_norm": 0.5 / 3,
+        "log_spectral_norm": 1.0 / 4,
         "stable_rank": 20.0,
         "log_alpha_norm": 3.0,  # NaN of row b left out
         "mp_softrank": 0.5,
-        "num_layers": 6,
-        "num_ok": 3,
+        "num_layers": 7,
+        "num_ok": 4,
         "num_failed": 2,
         "num_skipped": 1,
         "num_under_trained": 1,

@@ -17,6 +17,11 @@ Differences that are expected, and how this file treats them:
 * WeightWatcher skips layers with fewer than 8 eigenvalues (``min_evals``), N > 50000
   (``max_N``) or M * rf > 15000 (``max_evals``); tailwise analyses them
   (``test_tailwise_analyses_what_weightwatcher_skips``). The parity networks have none.
+* tailwise fits no power law to an ESD of fewer than ``MIN_EVALS`` (10) eigenvalues (alpha
+  and the fit columns NaN, no label), and analyses a conv whose slices have fewer than
+  ``MIN_SLICE_M`` (3) columns flattened (``test_degenerate_conv_slices_are_flattened``:
+  the first ``Conv2d(1, out, 3)`` of the cnn and mixed nets); those rows are left out of the
+  columns they change.
 * WeightWatcher's entropy adds 1e-10 to every p_i and to the rank; with at most a few hundred
   eigenvalues that changes the entropy by ~1e-8 relative, far inside the 1e-3 tolerance.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +44,7 @@ from torch import nn
 
 from tailwise._threads import single_threaded
 from tailwise.data import digits_loaders
-from tailwise.spectral.analyze import analyze
+from tailwise.spectral.analyze import MIN_EVALS, analyze
 from tailwise.train import fit
 
 PARITY_COLUMNS = (
@@ -196,6 +202,11 @@ def nonzero_evals(case: Case, row: int) -> np.ndarray:
     return evals[evals > WW_EVALS_THRESH]
 
 
+def is_degenerate(case: Case, row: int) -> bool:
+    """A conv with slices too thin for a spectrum: tailwise flattens it, WeightWatcher pools."""
+    return "flattened" in case.tw.loc[row, "reason"]
+
+
 def is_small_n(case: Case, row: int) -> bool:
     """WeightWatcher uses its small-N fitter on this layer."""
     return nonzero_evals(case, row).size < WW_SMALL_N_CUTOFF
@@ -231,6 +242,8 @@ def test_columns_agree_with_weightwatcher(cases: list[Case], column: str) -> Non
         for i in range(len(case.tw)):
             if column in FIT_COLUMNS and is_small_n(case, i):
                 continue  # different fitter in WeightWatcher: see the next test
+            if is_degenerate(case, i):
+                continue  # analysed flattened: test_degenerate_conv_slices_are_flattened
             ours, theirs = float(case.tw.loc[i, column]), float(case.ww.loc[i, column])
             compared += 1
             # atol only guards log10 values that happen to lie within 1e-9 of zero.
@@ -245,8 +258,13 @@ def test_columns_agree_with_weightwatcher(cases: list[Case], column: str) -> Non
 def test_small_n_rows_differ_only_by_weightwatchers_small_n_fitter(
     cases: list[Case], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small = [(c, i) for c in cases for i in range(len(c.tw)) if is_small_n(c, i)]
-    assert len(small) >= 6  # 10-, 9- and 12-eigenvalue layers in every case but mixed
+    small = [
+        (c, i)
+        for c in cases
+        for i in range(len(c.tw))
+        if is_small_n(c, i) and not is_degenerate(c, i) and c.tw.loc[i, "num_evals"] >= MIN_EVALS
+    ]
+    assert len(small) >= 4  # 10- and 12-eigenvalue layers in every case but mixed
     differs = 0
     for case, i in small:
         evals = nonzero_evals(case, i)
@@ -270,6 +288,20 @@ def test_small_n_rows_differ_only_by_weightwatchers_small_n_fitter(
         )
         differs += not np.isclose(tw_row["alpha"], ww_row["alpha"], rtol=RTOL)
     assert differs > 0  # the exclusion is needed, not just cautious
+
+
+def test_degenerate_conv_slices_are_flattened(cases: list[Case]) -> None:
+    """Issue 9: Conv2d(1, out, 3) has out x 1 slices, one eigenvalue each; WeightWatcher pools
+    their squared norms into an "ESD". tailwise analyses the out x 9 flattened kernel instead,
+    which is exactly ``conv="flatten"``; with 9 < MIN_EVALS eigenvalues it gets no alpha."""
+    degenerate = [(c, i) for c in cases for i in range(len(c.tw)) if is_degenerate(c, i)]
+    assert {c.tw.loc[i, "name"] for c, i in degenerate} == {"0.weight"}
+    assert len(degenerate) == 4  # cnn and mixed, random and trained
+    for case, i in degenerate:
+        row = case.tw.loc[i]
+        assert row["N"] in (16, 32) and (row["M"], row["rf"]) == (9, 1)  # (out, in * 3 * 3)
+        assert math.isnan(row["alpha"]) and row["warning"] == ""
+        assert case.ww.loc[i, "M"] == 1  # WeightWatcher: 1-column slices, pooled
 
 
 def test_tailwise_analyses_what_weightwatcher_skips() -> None:
@@ -297,7 +329,10 @@ def test_tailwise_analyses_what_weightwatcher_skips() -> None:
         row = df.loc[name]
         assert row["status"] == "ok", (name, row["reason"])
         assert (row["N"], row["M"], row["rf"], row["num_evals"]) == (n, m, rf, m * rf)
-        assert np.isfinite(row[list(PARITY_COLUMNS)].astype(float)).all(), name
+        # Fewer than MIN_EVALS eigenvalues: everything but the power-law fit.
+        fitted = [c for c in PARITY_COLUMNS if m * rf >= MIN_EVALS or c not in FIT_COLUMNS]
+        assert np.isfinite(row[fitted].astype(float)).all(), name
+    assert math.isnan(df.loc["tiny.weight", "alpha"])
     # Each meets a WeightWatcher skip rule (and the reference layer meets none).
     assert df.loc["vocab.weight", "N"] > WW_MAX_N
     assert df.loc["embed.weight", "N"] > WW_MAX_N

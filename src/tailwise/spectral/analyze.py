@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -44,12 +44,38 @@ from tailwise.spectral.metrics import (
 from tailwise.spectral.powerlaw import FixFingers, PowerLawFit, XminMethod, fit_power_law
 from tailwise.weights import LayerWeights, WeightSource, describe_source, iter_layers
 
-__all__ = ["COLUMNS", "TEXT_COLUMNS", "AnalyzeOptions", "analyze", "analyze_layer", "summary"]
+__all__ = [
+    "COLUMNS",
+    "MIN_EVALS",
+    "MIN_PL_SPIKES",
+    "MIN_SLICE_M",
+    "TEXT_COLUMNS",
+    "AnalyzeOptions",
+    "analyze",
+    "analyze_layer",
+    "summary",
+]
 
 T = TypeVar("T")
 
 UNDER_TRAINED_ALPHA = 6.0  # source 000: well-trained layers have alpha in [2, 6]
 OVER_TRAINED_ALPHA = 2.0
+#: Fewest eigenvalues an ESD needs for a power-law fit. Below it the row keeps everything the
+#: eigenvalues say by themselves (norms, stable rank, entropy, rank, MP fit) with
+#: ``status="ok"``, but alpha and the columns derived from it are NaN and no warning label is
+#: given: a 2-output head has 2 eigenvalues, and "alpha 1.15, over-trained" from them is
+#: noise. (WeightWatcher skips layers below its ``min_evals`` of 8 altogether.)
+MIN_EVALS = 10
+#: Fewest tail eigenvalues (``num_pl_spikes``) for a warning label: a fit on fewer is reported
+#: (alpha and the rest are filled) but not labelled, and :func:`summary` leaves it out of the
+#: alpha means. The MLE's standard error is (alpha - 1) / sqrt(num_pl_spikes): from 2 tail
+#: values an alpha of 19.5 is within a standard error of anything.
+MIN_PL_SPIKES = 5
+#: Convolution slices with fewer than this many columns (min(out, in) per slice) are
+#: degenerate: a slice of shape (out, 1) has one eigenvalue, its squared norm, so the pooled
+#: "ESD" is a histogram of column norms, not a spectrum. Such kernels are analysed flattened
+#: to (out, in * prod(kernel)), with a note in ``reason``.
+MIN_SLICE_M = 3
 
 #: Columns of the table, in order. Meanings: README "The analysis table".
 COLUMNS: tuple[str, ...] = (
@@ -224,10 +250,24 @@ def _esd_row(
     if evals.size == 0 or float(evals[-1]) <= 0.0:
         row.update(status="failed", reason="all eigenvalues are zero", warning="empty")
         return row
-    fit = _fit(evals, options)
-    norms = norm_metrics(evals, fit.alpha)
     mp = fit_marchenko_pastur(evals, esd.Q, esd.M)
     row.update(
+        entropy=matrix_entropy(evals, esd.matrix_rank),
+        mp_sigma=mp.sigma,
+        num_spikes=mp.num_spikes,
+        mp_softrank=mp.softrank,
+    )
+    if evals.size < MIN_EVALS:
+        norms = norm_metrics(evals)  # alpha NaN: alpha_weighted, log_alpha_norm NaN too
+        row.update(_norm_columns(norms), num_pl_spikes=math.nan, num_fingers=math.nan)
+        row["reason"] = (
+            f"too few eigenvalues ({evals.size} < {MIN_EVALS}) for a power-law fit; no alpha"
+        )
+        return row
+    fit = _fit(evals, options)
+    norms = norm_metrics(evals, fit.alpha)
+    row.update(
+        _norm_columns(norms),
         alpha=fit.alpha,
         xmin=fit.xmin,
         xmax=fit.xmax,
@@ -235,26 +275,45 @@ def _esd_row(
         sigma=fit.sigma,
         num_pl_spikes=fit.n_tail,
         num_fingers=fit.num_fingers,
-        alpha_weighted=norms.alpha_weighted,
-        log_alpha_norm=norms.log_alpha_norm,
-        norm=norms.norm,
-        log_norm=norms.log_norm,
-        spectral_norm=norms.spectral_norm,
-        log_spectral_norm=norms.log_spectral_norm,
-        stable_rank=norms.stable_rank,
-        entropy=matrix_entropy(evals, esd.matrix_rank),
-        mp_sigma=mp.sigma,
-        num_spikes=mp.num_spikes,
-        mp_softrank=mp.softrank,
     )
     if not fit.ok:
         # A failed fit is reported as such, never as over-trained (WeightWatcher's alpha=-1).
         row.update(status="failed", reason=f"power-law fit: {fit.reason}")
+    elif fit.n_tail < MIN_PL_SPIKES:
+        row["reason"] = (
+            f"alpha from {fit.n_tail} tail eigenvalues (< {MIN_PL_SPIKES}): too few to label"
+        )
     elif fit.alpha < OVER_TRAINED_ALPHA:
         row["warning"] = "over-trained"
     elif fit.alpha > UNDER_TRAINED_ALPHA:
         row["warning"] = "under-trained"
     return row
+
+
+def _norm_columns(norms: Any) -> dict[str, float]:
+    return {
+        "alpha_weighted": norms.alpha_weighted,
+        "log_alpha_norm": norms.log_alpha_norm,
+        "norm": norms.norm,
+        "log_norm": norms.log_norm,
+        "spectral_norm": norms.spectral_norm,
+        "log_spectral_norm": norms.log_spectral_norm,
+        "stable_rank": norms.stable_rank,
+    }
+
+
+def _degenerate_slices(layer: LayerWeights, conv: ConvMode) -> str:
+    """The note for a conv whose slices are too thin to have a spectrum ("" if not one)."""
+    shape = layer.shape
+    if conv is ConvMode.FLATTEN or not layer.kind.is_conv or len(shape) < 3:
+        return ""
+    rf = math.prod(shape[2:])
+    if rf <= 1 or min(shape[0], shape[1]) >= MIN_SLICE_M:
+        return ""
+    return (
+        f"conv slices of {shape[0]}x{shape[1]} have < {MIN_SLICE_M} eigenvalues each: "
+        f"analysed flattened to {shape[0]}x{shape[1] * rf} instead of conv={conv.value!r}"
+    )
 
 
 def _log_frobenius(esds: list[tuple[str, ESD]], options: AnalyzeOptions) -> float:
@@ -312,6 +371,10 @@ def analyze_layer(
     if layer.status != "ok" or not layer.kind.analysed:
         base.update(status="skipped", reason=layer.reason or f"{layer.kind.value} not analysed")
         return [base], {}
+    note = _degenerate_slices(layer, opts.conv)
+    if note:
+        opts = replace(opts, conv=ConvMode.FLATTEN)
+        esds = None
     try:
         tensor = layer.tensor()
         esds = esds or eigenvalues(
@@ -336,6 +399,8 @@ def analyze_layer(
             )
         for j, (suffix, esd) in enumerate(esds):
             row = _esd_row({**base, "name": layer.name + suffix}, esd, opts, log_frob)
+            if note:
+                row["reason"] = "; ".join(filter(None, (note, row["reason"])))
             if random_esds is not None:
                 row["rand_distance"] = spectral_distance(esd.evals, random_esds[j][1].evals)
             rows.append(row)
@@ -565,11 +630,16 @@ _SUMMARY_MEANS = (
 )
 
 
+_ALPHA_MEANS = ("alpha", "alpha_weighted", "log_alpha_norm")
+
+
 def summary(df: pd.DataFrame) -> dict[str, float | int]:
     """Model-level summary of an :func:`analyze` table.
 
     Means over rows with ``status == "ok"`` of alpha, alpha_weighted, log_norm,
-    log_spectral_norm, stable_rank, log_alpha_norm and mp_softrank; counts of layers by status
+    log_spectral_norm, stable_rank, log_alpha_norm and mp_softrank (NaN values left out; the
+    means of alpha, alpha_weighted and log_alpha_norm also leave out fits on fewer than
+    :data:`MIN_PL_SPIKES` tail eigenvalues, which carry no label); counts of layers by status
     (``num_ok``, ``num_failed``, ``num_skipped``) and by warning (``num_under_trained``,
     ``num_over_trained``, ``num_empty``).
     """
@@ -577,9 +647,13 @@ def summary(df: pd.DataFrame) -> dict[str, float | int]:
     if missing:
         raise ValueError(f"summary: not an analyze() table, missing columns {missing}")
     ok = df[df["status"] == "ok"]
+    # A fit on fewer than MIN_PL_SPIKES tail eigenvalues is shown, not averaged.
+    spikes = ok["num_pl_spikes"] if "num_pl_spikes" in ok.columns else None
+    labelled = ok if spikes is None else ok[~(spikes.astype("float64") < MIN_PL_SPIKES)]
     out: dict[str, float | int] = {}
     for col in _SUMMARY_MEANS:
-        values = ok[col].astype("float64")
+        rows = labelled if col in _ALPHA_MEANS else ok
+        values = rows[col].astype("float64")
         values = values[np.isfinite(values)]
         out[col] = float(values.mean()) if len(values) else math.nan
     out["num_layers"] = len(df)
