@@ -156,3 +156,143 @@ def test_blas_work_runs_numpy_and_scipy_in_the_block() -> None:
     with blas_work():
         value = scipy.linalg.eigh(np.eye(3), eigvals_only=True)
     assert np.allclose(value, 1.0)
+
+
+# --- every entry that mixes torch and SciPy/NumPy BLAS runs under torch_work ---------------
+
+
+class Recorder:
+    """A cross-entropy loss (or a wrapper) that records the thread counts it ran with."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[int, tuple[int, ...]]] = set()
+
+    def note(self) -> None:
+        self.seen.add((torch.get_num_threads(), tuple(blas_threads())))
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.note()
+        return torch.nn.functional.cross_entropy(output, target)
+
+
+def tiny_problem() -> tuple[torch.nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    x, y = torch.randn(12, 4), torch.randint(0, 2, (12,))
+    return model.double().eval(), [(x[:6].double(), y[:6]), (x[6:].double(), y[6:])]
+
+
+def test_hessian_entries_run_torch_work() -> None:
+    """Before: no policy, SciPy's ARPACK / eigh_tridiagonal ran next to torch's pool."""
+    from tailwise.hessian import (
+        HessianOperator,
+        hutchinson_trace,
+        hutchpp_trace,
+        spectral_density,
+        summarize,
+        top_eigenvalues,
+    )
+
+    nb = len(blas_threads())
+    model, data = tiny_problem()
+    inside = {(3, (1,) * nb)}
+    calls: list[tuple[str, object]] = [
+        ("operator", lambda loss: HessianOperator(model, loss, data)),
+        (
+            "matvec",
+            lambda loss: HessianOperator(model, loss, data, check_deterministic=False).matvec(
+                torch.ones(23, dtype=torch.float64)
+            ),
+        ),
+        ("eigen", lambda loss: top_eigenvalues(model, loss, data, k=2, progress=False)),
+        (
+            "trace",
+            lambda loss: hutchpp_trace(
+                HessianOperator(model, loss, data, check_deterministic=False), 9, progress=False
+            ),
+        ),
+        (
+            "hutchinson",
+            lambda loss: hutchinson_trace(
+                HessianOperator(model, loss, data, check_deterministic=False), 4, progress=False
+            ),
+        ),
+        (
+            "density",
+            lambda loss: spectral_density(
+                HessianOperator(model, loss, data, check_deterministic=False),
+                num_iters=5,
+                progress=False,
+            ),
+        ),
+        (
+            "summarize",
+            lambda loss: summarize(
+                model, loss, data, top_k=2, trace=True, density=True, progress=False
+            ),
+        ),
+    ]
+    for name, call in calls:
+        loss = Recorder()
+        call(loss)  # type: ignore[operator]
+        assert loss.seen == inside, name
+        assert counts() == (3, [3] * nb), name
+
+
+def test_spectral_density_runs_its_scipy_part_under_torch_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tailwise.hessian import trace
+
+    recorder = Recorder()
+    original = trace.eigh_tridiagonal
+
+    def recording(*args: object, **kwargs: object) -> object:
+        recorder.note()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trace, "eigh_tridiagonal", recording)
+
+    class Dense:
+        def __init__(self) -> None:
+            self.a = torch.diag(torch.arange(1.0, 6.0, dtype=torch.float64))
+            self.num_params, self.dtype, self.device = 5, self.a.dtype, self.a.device
+
+        def matmat(self, v: torch.Tensor) -> torch.Tensor:
+            return self.a @ v
+
+    trace.spectral_density(Dense(), num_iters=5, progress=False)
+    assert recorder.seen == {(3, (1,) * len(blas_threads()))}
+
+
+def test_training_entries_run_torch_work() -> None:
+    from tailwise.train import loop, regularizers
+
+    nb = len(blas_threads())
+    model, data = tiny_problem()
+    model.train()
+    loss = Recorder()
+    loop.fit(model, data, epochs=1, loss_fn=loss, progress=False)
+    loop.evaluate(model, data, loss_fn=loss)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = data[0]
+    regularizers.regularized_step(model, optimizer, loss, x, y, regularizers.Metric(0.01), 0)
+    regularizers.Metric(0.01).apply(model, loss, x, y, 0)
+    assert loss.seen == {(3, (1,) * nb)}
+    assert counts() == (3, [3] * nb)
+
+
+def test_prune_runs_torch_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tailwise.prune import pipeline
+
+    recorder = Recorder()
+    original = pipeline._parse_method
+
+    def recording(*args: object, **kwargs: object) -> object:
+        recorder.note()
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "_parse_method", recording)
+    model, _ = tiny_problem()
+    pipeline.prune(model, 0.5, method="magnitude")
+    assert recorder.seen == {(3, (1,) * len(blas_threads()))}

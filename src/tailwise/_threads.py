@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -111,6 +112,7 @@ _LOCK = threading.RLock()
 _STACK: list[_Frame] = []
 _TOKENS: list[object] = []  # parallel to _STACK
 _BOTTOM: list[_Bottom] = []  # zero or one entry
+_CONTROLLER: list[tuple[int, Any]] = []  # (len(sys.modules) when made, controller)
 
 
 def _blas_controllers(controller: Any) -> list[Any]:
@@ -124,7 +126,15 @@ def _open_bottom() -> _Bottom:
     import scipy.linalg  # noqa: F401
     from threadpoolctl import ThreadpoolController
 
-    controller = ThreadpoolController()  # ~1 ms: scans the loaded libraries once per stack
+    # Scanning the loaded libraries costs ~1 ms: done again only after new modules were
+    # imported (a new BLAS comes with an import), not at every outermost block (a training
+    # step that applies a regularizer opens one).
+    key = len(sys.modules)
+    if _CONTROLLER and _CONTROLLER[0][0] == key:
+        controller = _CONTROLLER[0][1]
+    else:
+        controller = ThreadpoolController()
+        _CONTROLLER[:] = [(key, controller)]
     return _Bottom(
         controller=controller,
         owner=threading.get_ident(),

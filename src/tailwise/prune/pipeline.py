@@ -16,6 +16,7 @@ import pandas as pd
 from torch import Tensor, nn
 
 from tailwise._errors import UsageError
+from tailwise._threads import torch_work
 from tailwise.prune.allocate import (
     METRIC_COLUMNS,
     Allocation,
@@ -110,6 +111,7 @@ def _joined(exclude: str | re.Pattern[str] | None, layers: list[str]) -> str | N
     return "|".join(parts) if parts else None
 
 
+@torch_work()
 def prune(
     model: nn.Module,
     ratio: float,

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from tailwise._modules import model_device
 from tailwise._progress import progress_task
+from tailwise._threads import torch_work
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 LossTerm = Callable[[nn.Module], Tensor]
@@ -168,6 +169,10 @@ def evaluate(
     of samples whose argmax logit is the target class. Batches are ``(inputs, targets)`` with
     ``targets`` class indices (B,) or class probabilities (B, C).
 
+    Threads: :func:`evaluate` and :func:`fit` run under the torch-work policy of
+    ``tailwise._threads`` (torch keeps its threads, NumPy/SciPy BLAS gets one;
+    ``TAILWISE_THREADS`` overrides).
+
     Runs in eval mode and restores the model's previous mode. ``device``: where to run (the
     model is moved there); default the device of the model's parameters.
 
@@ -184,7 +189,7 @@ def evaluate(
     model.eval()
     meter = _EpochMeter()
     try:
-        with torch.no_grad():
+        with torch_work(), torch.no_grad():
             for batch in loader:
                 inputs, targets = _unpack(batch, target_device, "evaluate")
                 outputs = model(inputs)
@@ -258,7 +263,11 @@ def fit(
     total = None if batches_per_epoch is None else epochs * batches_per_epoch
     history = History()
     step = 0
-    with _seeded(seed, target_device), progress_task("training", total, progress) as advance:
+    with (
+        torch_work(),
+        _seeded(seed, target_device),
+        progress_task("training", total, progress) as advance,
+    ):
         for epoch in range(epochs):
             model.train()
             advance(0, description=f"epoch {epoch + 1}/{epochs}")

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from tailwise._errors import UsageError
 from tailwise._modules import as_args, model_device
+from tailwise._threads import torch_work
 from tailwise.hessian.hvp import HVPFallback, HVPMethod, hvp
 from tailwise.train.loop import Batches, Callback, History, LossTerm, fit
 
@@ -183,7 +184,8 @@ class Regularizer(abc.ABC):
         """
         if isinstance(t, bool) or not isinstance(t, int) or t < 0:
             raise ValueError(f"{type(self).__name__}.apply: t must be an int >= 0, got {t!r}")
-        terms = self.terms(model, loss_fn, inputs, targets, t)
+        with torch_work():  # HVPs in torch; BLAS gets one thread (tailwise._threads)
+            terms = self.terms(model, loss_fn, inputs, targets, t)
         parameters = _trainable(model)
         unknown = [name for name in terms if name not in parameters]
         if unknown:
@@ -471,11 +473,12 @@ def regularized_step(
     0
     """
     args = as_args(inputs)
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(*args), targets)
-    loss.backward()
-    regularizer.apply(model, loss_fn, inputs, targets, t)
-    optimizer.step()
+    with torch_work():  # torch does the work; BLAS gets one thread (tailwise._threads)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(*args), targets)
+        loss.backward()
+        regularizer.apply(model, loss_fn, inputs, targets, t)
+        optimizer.step()
     return loss.detach()
 
 
