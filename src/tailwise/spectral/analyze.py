@@ -8,6 +8,7 @@ Rows are keyed by ``name`` (the parameter) and ``layer`` (the module that owns i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
@@ -26,7 +27,7 @@ from numpy.typing import NDArray
 from tailwise._errors import UsageError, first_line
 from tailwise._progress import progress_bar
 from tailwise._seeds import derive_seed
-from tailwise._threads import single_threaded
+from tailwise._threads import blas_work, single_threaded
 from tailwise.spectral.esd import (
     ESD,
     ConvMode,
@@ -514,12 +515,16 @@ def analyze(
         workers = (os.cpu_count() or 1) if in_memory and on_cpu else 1
     if not isinstance(workers, int) or workers < 1:
         raise UsageError(f"analyze: workers must be a positive integer or None; got {workers!r}")
-    batches = _equal_layer_batches(layers, options) if in_memory else {}
     rows: list[dict[str, Any]] = []
     spectra: dict[str, NDArray[np.float64]] = {}
-    for layer_rows, layer_spectra in _analyze_all(
-        layers, options, batches, workers=workers, streamed=not in_memory, progress=progress
-    ):
+    # On the CPU the spectra are SciPy's (dsyrk + eigh): BLAS keeps its threads, torch gets
+    # one, so that the two pools never spin against each other (tailwise._threads).
+    with blas_work() if on_cpu else contextlib.nullcontext():
+        batches = _equal_layer_batches(layers, options) if in_memory else {}
+        results = _analyze_all(
+            layers, options, batches, workers=workers, streamed=not in_memory, progress=progress
+        )
+    for layer_rows, layer_spectra in results:
         rows.extend(layer_rows)
         spectra.update(layer_spectra)
     df = _to_frame(rows)

@@ -63,6 +63,7 @@ from numpy.typing import NDArray
 from tailwise._errors import UsageError
 from tailwise._progress import progress_bar
 from tailwise._seeds import derive_seed
+from tailwise._threads import blas_work
 from tailwise.tails.estimators import hill_tail_index, mmo_alpha
 from tailwise.weights import LayerWeights, WeightSource, describe_source, iter_layers
 
@@ -242,10 +243,14 @@ def analyze_tails(
         "seed": seed,
     }
     layers = list(iter_layers(source, include=include, exclude=exclude, trust_pickle=trust_pickle))
-    rows = [
-        _row(layer, options)
-        for layer in progress_bar(layers, len(layers), progress, "tails", lambda layer: layer.name)
-    ]
+    # The estimators are NumPy work: BLAS keeps its threads, torch gets one (tailwise._threads).
+    with blas_work():
+        rows = [
+            _row(layer, options)
+            for layer in progress_bar(
+                layers, len(layers), progress, "tails", lambda layer: layer.name
+            )
+        ]
     df = pd.DataFrame(rows, columns=list(TAILS_COLUMNS))
     df["num_params"] = df["num_params"].astype("int64")
     for column in _ESTIMATE_COLUMNS:
