@@ -27,6 +27,8 @@ _COUNTS = frozenset({"params_before", "params_after", "flops_before", "flops_aft
 _TEXT = frozenset({"name", "layer", "kind", "method", "status", "reason", "warning", "note"})
 # Width of the name column when it has to give way (it folds; numbers never do).
 _NAME_MIN = 24
+# ... and down to this many characters on a narrow terminal, before anything is cut.
+_NAME_FLOOR = 8
 
 
 def columns(spec: str) -> tuple[Column, ...]:
@@ -48,15 +50,18 @@ def columns(spec: str) -> tuple[Column, ...]:
 def select_columns(
     option: str | None, default: tuple[Column, ...], available: Any
 ) -> tuple[Column, ...]:
-    """The columns a user asked for with ``--columns a,b,c`` (``all``: every column of the
-    table), kept in the order given and never left out; ``default`` when ``option`` is None.
-    An unknown name is a :class:`tailwise.UsageError` listing the columns there are."""
+    """The columns a user asked for with ``--columns a,b,c``, kept in the order given and
+    never left out; ``all``: every column of the table, those that do not fit the terminal
+    left out like the default ones (the must-keep ones of ``default`` never); ``default``
+    when ``option`` is None. An unknown name is a :class:`tailwise.UsageError` listing the
+    columns there are."""
     if option is None:
         return default
     names = [str(c) for c in available]
     headers = {col: header for col, header, _ in default}
     if option.strip().lower() == "all":
-        wanted = names
+        must = {col for col, _, keep in default if keep}
+        return tuple((name, headers.get(name, name), name in must) for name in names)
     else:
         wanted = [part.strip() for part in option.split(",") if part.strip()]
         unknown = [name for name in wanted if name not in names]
@@ -183,6 +188,15 @@ def print_rows(out: Console, df: Any, shown: tuple[Column, ...], title: str, ext
         styles.append(style)
     kept, dropped = _fit(shown, cells, extra, out.width)
     widths = _widths(shown, cells)
+    # Must-keep columns still too wide (a narrow terminal): the name column folds further.
+    last_width = min(max([len(extra), *(len(row[-1]) for row in cells)]), _NAME_MIN)
+    excess = sum(widths[i] for i in kept) + last_width + 3 * (len(kept) + 1) + 1 - out.width
+    for i in kept:
+        if excess > 0 and shown[i][0] in ("name", "layer"):
+            give = min(excess, widths[i] - _NAME_FLOOR)
+            if give > 0:
+                widths[i] -= give
+                excess -= give
     table = Table(title=Text(_visible(title)), title_justify="left", header_style="bold")
     for i in kept:
         col, header, _ = shown[i]

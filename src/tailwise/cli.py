@@ -19,10 +19,29 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from tailwise._errors import first_line
 from tailwise._terminal import columns, fmt, plain, print_rows, select_columns
 from tailwise._terminal import console as make_console
+
+
+def _flag_help(option: Any) -> Any:
+    # --help is a flag: no "<bool>" after it in the help (the other flags set metavar="").
+    if option is not None:
+        option.metavar = ""
+    return option
+
+
+class _Command(TyperCommand):
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag_help(super().get_help_option(ctx))
+
+
+class _Group(TyperGroup):
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag_help(super().get_help_option(ctx))
+
 
 app = typer.Typer(
     name="tailwise",
@@ -30,6 +49,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=_Group,
 )
 
 
@@ -124,7 +144,7 @@ def _write_table(df: Any, path: Path | None) -> None:
         write_table(df, path)
 
 
-@app.command()
+@app.command(cls=_Command)
 def analyze(
     source: WeightsSource = None,
     out: TableOut = None,
@@ -208,7 +228,7 @@ _TAILS_SHOWN = columns(
 )
 
 
-@app.command()
+@app.command(cls=_Command)
 def tails(
     source: WeightsSource = None,
     out: TableOut = None,
@@ -266,7 +286,7 @@ def _load(
     return load_model(path, factory=model, trust_pickle=trust_pickle), label
 
 
-@app.command()
+@app.command(cls=_Command)
 def prune(
     source: ModelSource = None,
     method: Annotated[
@@ -412,7 +432,7 @@ def _prune_report(
     _wrote(console, quiet, report)
 
 
-@app.command()
+@app.command(cls=_Command)
 def hessian(
     source: ModelSource = None,
     data: Annotated[str, typer.Option(help="Data the loss is taken over: digits | mnist1d")] = (
@@ -547,6 +567,11 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except SystemExit as exc:
+        # Typer turns a KeyboardInterrupt in a command into a silent exit with status 130.
+        if exc.code == 130:
+            sys.stderr.write("interrupted\n")
+        raise
 
 
 if __name__ == "__main__":
