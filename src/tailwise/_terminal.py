@@ -89,7 +89,7 @@ def plain(value: object) -> str:
     markup escaped (for use in markup strings; table cells use :class:`rich.text.Text`).
 
     >>> plain("[/bold]x\x1b[31m.weight")
-    '\\[/bold]x\\x1b\\[31m.weight'
+    '\\[/bold]x\\x1b[31m.weight'
     """
     return escape(_visible(str(value)))
 
