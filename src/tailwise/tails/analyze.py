@@ -64,7 +64,7 @@ from tailwise._errors import UsageError
 from tailwise._progress import progress_bar
 from tailwise._seeds import derive_seed
 from tailwise._threads import blas_work
-from tailwise.tails.estimators import hill_tail_index, mmo_alpha
+from tailwise.tails.estimators import _centred, _magnitudes, hill_tail_index, mmo_alpha
 from tailwise.weights import LayerWeights, WeightSource, describe_source, iter_layers
 
 __all__ = ["TAILS_COLUMNS", "analyze_tails", "layer_rows"]
@@ -129,13 +129,19 @@ def _estimates(
     def rownorm() -> float:
         if rows.shape[0] < _MIN_ROWS:
             raise ValueError(f"need at least {_MIN_ROWS} rows, got {rows.shape[0]}")
-        centred = rows - np.median(rows, axis=0) if center else rows
-        return hill_tail_index(np.linalg.norm(centred, axis=1), center=False)
+        # The rows' norms, without a whole-layer temporary (np.linalg.norm squares it all).
+        return hill_tail_index(_magnitudes(_centred(rows, center)), center=False)
 
+    def centred_in_place() -> NDArray[np.float64]:
+        # ``weights`` is this layer's own float64 copy: centring it in place (the same numbers
+        # as the estimators' own centring) saves a whole-layer buffer for the estimates on
+        # all entries, which then run with center=False.
+        if center:
+            np.subtract(weights, np.median(weights), out=weights)
+        return weights
+
+    # The row estimates first: they centre each coordinate of the rows, from the raw weights.
     computations: dict[str, Callable[[], float]] = {
-        "alpha_mmo": lambda: mmo_alpha(
-            weights, center=center, cap=cap, permutations=permutations, seed=layer_seed
-        ),
         "alpha_mmo_rows": lambda: mmo_alpha(
             rows,
             multivariate=True,
@@ -145,7 +151,10 @@ def _estimates(
             seed=layer_seed + 1,
         ),
         "alpha_rownorm": rownorm,
-        "alpha_hill": lambda: hill_tail_index(weights, center=center),
+        "alpha_mmo": lambda: mmo_alpha(
+            centred_in_place(), center=False, cap=cap, permutations=permutations, seed=layer_seed
+        ),
+        "alpha_hill": lambda: hill_tail_index(weights, center=False),
     }
     values: dict[str, float] = {}
     errors: dict[str, str] = {}
@@ -155,7 +164,19 @@ def _estimates(
         except (ValueError, ArithmeticError) as exc:
             message = str(exc).splitlines()[0]
             errors[column] = _ESTIMATOR_PREFIX.sub("", message)
-    return values, errors
+    return values, {column: errors[column] for column in _ESTIMATE_COLUMNS if column in errors}
+
+
+def _float64(tensor: torch.Tensor) -> NDArray[np.float64]:
+    """A CPU float64 copy of ``tensor``; the tensor as read is released as soon as possible,
+    so one layer holds its float64 copy and the estimators' buffers, not the stored tensor
+    too."""
+    source = tensor.detach()
+    copy = source.to(device="cpu", dtype=torch.float64)
+    if copy.data_ptr() == source.data_ptr():  # already CPU float64: a view of the caller's
+        copy = copy.clone()  # weights, which the estimates centre in place
+    del source, tensor
+    return np.asarray(copy.numpy())
 
 
 def _row(layer: LayerWeights, options: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +194,7 @@ def _row(layer: LayerWeights, options: dict[str, Any]) -> dict[str, Any]:
         row["reason"] = layer.reason or f"{layer.kind.value} not analysed"
         return row
     try:
-        weights = layer.tensor().detach().to(device="cpu", dtype=torch.float64).numpy()
+        weights = _float64(layer.tensor())
         bad = weights.size - int(np.isfinite(weights).sum())
         if bad:
             row.update(status="failed", reason=f"{bad} of {weights.size} weights are NaN or inf")

@@ -107,14 +107,26 @@ def _centred(samples: FloatArray, center: bool) -> FloatArray:
     if not center:
         return samples
     # Coordinate-wise median for rows (003 centres each column of a layer by its median).
-    return samples - np.median(samples, axis=0)
+    # One buffer holds the median's scratch copy and then the result: the same numbers as
+    # samples - np.median(samples, axis=0), at one copy of the samples instead of two.
+    work = samples.copy()
+    median = np.median(work, axis=0, overwrite_input=True)
+    return np.subtract(samples, median, out=work)
+
+
+# Bytes of rows whose norms are computed at a time (np.linalg.norm squares all its input).
+_NORM_BYTES = 8 * 2**20
 
 
 def _magnitudes(samples: FloatArray) -> FloatArray:
     """|x| of scalars (1-D) or Euclidean norms of rows (2-D)."""
     if samples.ndim == 1:
         return np.abs(samples)
-    return np.asarray(np.linalg.norm(samples, axis=1))
+    out = np.empty(samples.shape[0], dtype=np.float64)
+    step = max(1, _NORM_BYTES // max(1, samples.shape[1] * samples.itemsize))
+    for start in range(0, samples.shape[0], step):
+        out[start : start + step] = np.linalg.norm(samples[start : start + step], axis=1)
+    return out
 
 
 def _parse_form(form: str | MMOForm) -> MMOForm:
@@ -128,6 +140,11 @@ def _parse_form(form: str | MMOForm) -> MMOForm:
 _STRIDED_SUM_MAX_M = 8
 
 
+# Bytes of samples gathered at a time: a permuted order is gathered chunk by chunk, never as
+# a whole copy of the samples.
+_CHUNK_BYTES = 8 * 2**20
+
+
 def _block_sums(samples: FloatArray, m: int) -> FloatArray:
     """Sums of the n = N // m consecutive blocks of m samples (rows): shape (n,) or (n, d)."""
     n = samples.shape[0] // m
@@ -139,14 +156,43 @@ def _block_sums(samples: FloatArray, m: int) -> FloatArray:
     return sums
 
 
-def _inverse_alpha(
-    samples: FloatArray, log_x: FloatArray, floor: float, m: int, form: MMOForm
-) -> float:
-    """1/alpha for one block size m (REFERENCES §4); ``log_x`` = ln max(|X_j|, floor)."""
+def _log_block_magnitudes(
+    samples: FloatArray, m: int, floor: float, order: NDArray[np.integer] | None
+) -> FloatArray:
+    """ln max(|Y_i|, floor) of the block sums of ``samples[order]`` (``order`` None: as is).
+
+    Computed a chunk of blocks at a time, so that a permutation never copies the samples.
+    """
     n = samples.shape[0] // m
-    log_y = np.log(np.maximum(_magnitudes(_block_sums(samples, m)), floor))
+    out = np.empty(n, dtype=np.float64)
+    block_bytes = m * max(1, math.prod(samples.shape[1:])) * samples.itemsize
+    chunk = max(1, _CHUNK_BYTES // block_bytes)
+    for first in range(0, n, chunk):
+        last = min(n, first + chunk)
+        part = (
+            samples[first * m : last * m] if order is None else samples[order[first * m : last * m]]
+        )
+        out[first:last] = _magnitudes(_block_sums(part, m))
+    np.maximum(out, floor, out=out)
+    return np.log(out, out=out)
+
+
+def _inverse_alpha(
+    samples: FloatArray,
+    log_x: FloatArray | float,
+    floor: float,
+    m: int,
+    form: MMOForm,
+    order: NDArray[np.integer] | None = None,
+) -> float:
+    """1/alpha for one block size m (REFERENCES §4); ``log_x`` = ln max(|X_j|, floor) in the
+    order ``order`` (for the mean form only its mean is needed: a float)."""
+    n = samples.shape[0] // m
+    log_y = _log_block_magnitudes(samples, m, floor, order)
     if form is MMOForm.MEAN:
-        return float((log_y.mean() - log_x.mean()) / math.log(m))
+        mean_x = log_x if isinstance(log_x, float) else float(np.mean(log_x))
+        return float((log_y.mean() - mean_x) / math.log(m))
+    assert not isinstance(log_x, float)
     # The k-th of n block sums and the (m k)-th of the n m samples used: both the k/n
     # quantile, k = ceil(n / 2) (the medians, the most stable quantile).
     k = (n + 1) // 2
@@ -158,7 +204,8 @@ def _inverse_alpha(
 def _log_magnitudes(samples: FloatArray) -> tuple[FloatArray, float]:
     """ln max(|X_j|, floor) and the floor (independent of the samples' order)."""
     magnitudes = _magnitudes(samples)
-    scale = float(np.median(magnitudes))
+    # The median partitions the buffer in place; it is then refilled (one buffer, not three).
+    scale = float(np.median(magnitudes, overwrite_input=True))
     if scale <= 0.0:
         what = "rows" if samples.ndim == 2 else "values"
         raise ValueError(
@@ -166,18 +213,35 @@ def _log_magnitudes(samples: FloatArray) -> tuple[FloatArray, float]:
             "(constant or mostly-zero data has no tail to estimate)"
         )
     floor = _RELATIVE_FLOOR * scale
-    return np.log(np.maximum(magnitudes, floor)), floor
+    magnitudes = _magnitudes(samples) if samples.ndim == 2 else np.abs(samples, out=magnitudes)
+    np.maximum(magnitudes, floor, out=magnitudes)
+    return np.log(magnitudes, out=magnitudes), floor
 
 
 def _mmo_once(
-    samples: FloatArray, log_x: FloatArray, floor: float, sizes: Sequence[int], form: MMOForm
+    samples: FloatArray,
+    log_x: FloatArray | float,
+    floor: float,
+    sizes: Sequence[int],
+    form: MMOForm,
+    order: NDArray[np.integer] | None = None,
 ) -> float:
     alphas = []
     for m in sizes:
-        inverse = _inverse_alpha(samples, log_x, floor, m, form)
+        inverse = _inverse_alpha(samples, log_x, floor, m, form, order)
         # 1/alpha <= 0: the block sums do not grow with m (no tail at this block size).
         alphas.append(1.0 / inverse if inverse > 0.0 else math.inf)
     return float(np.median(alphas))
+
+
+def _permutation(rng: np.random.Generator, count: int) -> NDArray[np.integer]:
+    """``rng.permutation(count)`` (the same draws, the same result) in int32 when it fits:
+    half the memory of numpy's int64 for a large layer."""
+    if count >= 2**31:
+        return rng.permutation(count)
+    order = np.arange(count, dtype=np.int32)
+    rng.shuffle(order)
+    return order
 
 
 def mmo_alpha(
@@ -259,18 +323,23 @@ def mmo_alpha(
         raise ValueError(f"{where}: permutations must be an integer >= 0, got {permutations!r}")
 
     samples = _centred(samples, center)
-    log_x, floor = _log_magnitudes(samples)
+    log_x_array, floor = _log_magnitudes(samples)
+    # The mean form averages ln|X| over all N (order-free): keep the mean, free the array.
+    log_x: FloatArray | float = (
+        float(np.mean(log_x_array)) if parsed_form is MMOForm.MEAN else log_x_array
+    )
+    del log_x_array
     if permutations == 0:
         alpha = _mmo_once(samples, log_x, floor, sizes, parsed_form)
     else:
         rng = np.random.default_rng(seed)
         estimates = []
         for _ in range(permutations):
-            order = rng.permutation(count)
-            # The mean form averages ln|X| over all N (order-free); the order form needs the
-            # logs of the samples in the permuted order.
-            permuted_log_x = log_x[order] if parsed_form is MMOForm.ORDER else log_x
-            estimates.append(_mmo_once(samples[order], permuted_log_x, floor, sizes, parsed_form))
+            order = _permutation(rng, count)
+            # The order form needs the logs of the samples in the permuted order.
+            permuted_log_x = log_x if isinstance(log_x, float) else log_x[order]
+            estimates.append(_mmo_once(samples, permuted_log_x, floor, sizes, parsed_form, order))
+            del order, permuted_log_x
         alpha = float(np.median(estimates))
     return alpha if cap is None else min(alpha, float(cap))
 
@@ -315,10 +384,18 @@ def hill_tail_index(
         k = default_hill_k(n)
     elif isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n - 1:
         raise ValueError(f"{where}: k must be an integer in [1, {n - 1}] for {n} values, got {k!r}")
+    # One work buffer for the median's scratch, |z - centre| and the partition (not four).
+    work = z.copy()
     if center:
-        z = z - np.median(z)
-    z = np.abs(z)
-    top = -np.partition(-z, k)[: k + 1]  # the k + 1 largest, the (k+1)-th at index k
+        median = np.median(work, overwrite_input=True)
+        np.subtract(z, median, out=work)
+    else:
+        work[...] = z
+    np.abs(work, out=work)
+    z = work
+    np.negative(work, out=work)
+    work.partition(k)
+    top = -work[: k + 1]  # the k + 1 largest, the (k+1)-th at index k
     reference = float(top[k])
     if reference <= 0.0:
         nonzero = int(np.count_nonzero(z))
