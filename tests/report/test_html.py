@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 import tailwise.report.html as report_html
+from tailwise._io import OutputError
 from tailwise.report import write_html
 
 COLUMNS = [
@@ -239,7 +240,7 @@ def test_rejects_bad_max_layer_figures(frame: pd.DataFrame, tmp_path: Path) -> N
 def test_unwritable_location_leaves_nothing(frame: pd.DataFrame, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="not-a-dir"):
         write_html(frame, blocker / "sub" / "r.html", summary=SUMMARY)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-dir"]
 

@@ -6,9 +6,7 @@
 and :func:`~tailwise.hessian.trace.spectral_density` on it, with every budget a parameter.
 
 >>> import torch
->>> import torch
-import torch
-from torch import nn
+>>> from torch import nn
 >>> _ = torch.manual_seed(0)
 >>> model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double()
 >>> data = (torch.randn(20, 4, dtype=torch.float64), torch.randint(0, 2, (20,)))
