@@ -11,7 +11,12 @@ as :func:`allocate` returns) and gives a :class:`PruneResult` (model, per-layer 
 edits needed to rebuild a physically changed architecture).
 """
 
-from tailwise.prune.allocate import allocate, erk_densities, lamp_scores
+from tailwise.prune.allocate import (
+    allocate,
+    alpha_pruning_ratios,
+    erk_densities,
+    lamp_scores,
+)
 from tailwise.prune.files import FILE_METHODS, FilePruneResult, file_output_layers, prune_file
 from tailwise.prune.layers import prunable_layers, rebuild_info
 from tailwise.prune.lowrank import LowRankPruner, prune_lowrank
@@ -38,6 +43,7 @@ __all__ = [
     "ReplacePruner",
     "Replacement",
     "allocate",
+    "alpha_pruning_ratios",
     "erk_densities",
     "file_output_layers",
     "find_output_layers",

@@ -1,4 +1,4 @@
-"""Layer-wise pruning ratios: uniform, metric-proportional or -inverse, LAMP and ERK.
+"""Layer-wise pruning ratios: uniform, metric-proportional or -inverse, LAMP, ERK, AlphaPruning.
 
 One entry point, :func:`allocate`, turns a global pruning ratio into a dict
 ``layer name -> pruning ratio`` over the layers of :func:`~tailwise.prune.layers.prunable_layers`,
@@ -8,12 +8,14 @@ elements of ``module.weight`` (biases excluded). A global ratio ``r`` is the par
 ``sum_i r_i N_i = r sum_i N_i`` (REFERENCES §3).
 
 The building blocks are pure functions on arrays/tensors: :func:`metric_ratios` (source 000
-§3.2), :func:`lamp_scores` (Lee et al. 2021) and :func:`erk_densities` (Evci et al. 2020).
+§3.2), :func:`alpha_pruning_ratios` (Lu et al. 2024), :func:`lamp_scores` (Lee et al. 2021)
+and :func:`erk_densities` (Evci et al. 2020).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,12 +38,15 @@ from tailwise.prune.layers import (
 from tailwise.spectral.analyze import COLUMNS, TEXT_COLUMNS
 
 __all__ = [
+    "ALPHA_PRUNING_COLUMN",
+    "ALPHA_PRUNING_EPSILON",
     "INVERSE_SUFFIX",
     "METRIC_COLUMNS",
     "Allocation",
     "AllocationKind",
     "allocate",
     "allocation_curve",
+    "alpha_pruning_ratios",
     "erk_densities",
     "lamp_scores",
     "metric_columns_of",
@@ -52,6 +57,10 @@ __all__ = [
 METRIC_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 #: Suffix of a metric name that makes ratios inversely proportional to it (settings 2 and 4).
 INVERSE_SUFFIX = ":inverse"
+#: The analysis column ``"alpha_pruning"`` reads: the power-law exponent of each layer's ESD.
+ALPHA_PRUNING_COLUMN = "alpha"
+#: AlphaPruning's ``epsilon`` by default: the published default for LLMs (Lu et al. 2024).
+ALPHA_PRUNING_EPSILON = 0.3
 
 # Relative slack for budgets computed in floating point: 0.7 * 10 is 6.999999999999999.
 _BUDGET_RTOL = 1e-9
@@ -65,6 +74,7 @@ class AllocationKind(Enum):
     UNIFORM = "uniform"
     LAMP = "lamp"
     ERK = "erk"
+    ALPHA_PRUNING = "alpha_pruning"
     METRIC = "metric"
 
 
@@ -82,22 +92,35 @@ class Allocation:
 
     @classmethod
     def parse(cls, method: str, metric_columns: Sequence[str]) -> Allocation:
-        """Parse ``"uniform"``, ``"lamp"``, ``"erk"``, ``"<column>"`` or ``"<column>:inverse"``.
+        """Parse ``"uniform"``, ``"lamp"``, ``"erk"``, ``"alpha_pruning"``, ``"<column>"`` or
+        ``"<column>:inverse"``.
 
-        ``metric_columns``: the numeric columns a metric may name. Anything else raises a
-        ``ValueError`` that lists the valid methods and columns.
+        ``metric_columns``: the numeric columns a metric may name (``"alpha_pruning"`` reads
+        ``"alpha"``, so it needs that column). Anything else raises a ``ValueError`` that lists
+        the valid methods and columns.
+
+        >>> Allocation.parse("alpha_pruning", METRIC_COLUMNS).kind
+        <AllocationKind.ALPHA_PRUNING: 'alpha_pruning'>
         """
         if not isinstance(method, str):
             raise TypeError(f"allocate: method must be a string, got {method!r}")
+        if method == AllocationKind.ALPHA_PRUNING.value and ALPHA_PRUNING_COLUMN not in (
+            metric_columns
+        ):
+            raise UsageError(
+                f"allocate: {method!r} reads the {ALPHA_PRUNING_COLUMN!r} column of "
+                "tailwise.analyze, which the analysis does not have (numeric columns: "
+                f"{', '.join(metric_columns) or 'none'})"
+            )
         if method in {kind.value for kind in AllocationKind if kind is not AllocationKind.METRIC}:
             return cls(AllocationKind(method))
         inverse = method.endswith(INVERSE_SUFFIX)
         metric = method[: -len(INVERSE_SUFFIX)] if inverse else method
         if metric not in metric_columns:
             raise UsageError(
-                f"allocate: unknown method {method!r}; expected 'uniform', 'lamp', 'erk' or a "
-                f"numeric column of tailwise.analyze, optionally suffixed {INVERSE_SUFFIX!r}: "
-                f"{', '.join(metric_columns)}"
+                f"allocate: unknown method {method!r}; expected 'uniform', 'lamp', 'erk', "
+                "'alpha_pruning' or a numeric column of tailwise.analyze, optionally suffixed "
+                f"{INVERSE_SUFFIX!r}: {', '.join(metric_columns)}"
             )
         return cls(AllocationKind.METRIC, metric, inverse)
 
@@ -248,6 +271,131 @@ def _stepped_levels(
 
 
 # ---------------------------------------------------------------------------------------------
+# AlphaPruning (Lu et al. 2024)
+
+
+def alpha_pruning_ratios(
+    alphas: Sequence[float] | NDArray[np.float64],
+    sizes: Sequence[int] | NDArray[np.int64],
+    ratio: float,
+    *,
+    epsilon: float = ALPHA_PRUNING_EPSILON,
+    max_ratio: float = 0.95,
+) -> list[float]:
+    """AlphaPruning's layer-wise pruning ratios: linear in each layer's alpha, budget exact.
+
+    Lu et al. 2024 ("AlphaPruning: Using Heavy-Tailed Self Regularization Theory for Improved
+    Layer-wise Pruning of Large Language Models", NeurIPS, §3.2; REFERENCES §9; public code
+    haiquanlu/AlphaPruning, ``lib/prune.py::ww_sparsity``). A layer's ESD exponent ``alpha_i``
+    measures how well trained it is: a heavier tail (smaller alpha) means a better-trained
+    layer, which is pruned less; a larger alpha (less trained) is pruned more. The map is
+    linear from ``[alpha_min, alpha_max]`` onto ``[1 - epsilon, 1 + epsilon]``::
+
+        q_i = (1 - eps) + 2 eps (alpha_i - alpha_min) / (alpha_max - alpha_min)
+        r_i = q_i * S * sum_j N_j / sum_j N_j q_j
+
+    so that the parameter-weighted mean ratio ``sum_i r_i N_i / sum_i N_i`` is the global
+    ratio ``S`` exactly. ``epsilon`` sets the spread: the most-pruned layer gets
+    ``(1 + eps) / (1 - eps)`` times the ratio of the least-pruned one (1.86 at 0.3); at 0 the
+    allocation is uniform, as it is when every alpha is equal (the published code divides by
+    ``alpha_max - alpha_min`` and gives NaN there). Only the order and spacing of the alphas
+    matter (the map is invariant under ``alpha -> a alpha + b``, ``a > 0``).
+
+    The published code does not clamp: a large ``S`` or ``epsilon`` can give a layer a ratio
+    of 1 or more. Here each ratio is clamped to ``[0, max_ratio]`` and the excess is spread
+    over the unclamped layers in proportion to their ``q_i``: ``r_i = min(max_ratio, c q_i)``
+    with ``c`` solving the budget, found by clamping the layers over ``max_ratio`` and solving
+    ``c`` again over the others until none exceeds it (``c`` only grows, at most L rounds).
+    The budget stays exact (to floating point) and the ratios stay monotone in alpha; when no
+    layer reaches ``max_ratio`` the ratios are the published ones.
+
+    ``alphas``: shape (L,), finite (a failed fit must be dealt with first: :func:`allocate`
+    gives it the median alpha, with a warning); non-finite values raise a ``ValueError``
+    naming their positions. ``sizes``: shape (L,), positive parameter counts N_i.
+    ``ratio``: the global ratio S in ``[0, max_ratio]`` (above ``max_ratio`` the budget is
+    out of reach: a ``ValueError``). ``epsilon``: in ``[0, 1)`` (``1 - eps`` must stay
+    positive); ``max_ratio``: in ``(0, 1)``. Returns L ratios in ``[0, max_ratio]``. Cost
+    O(L^2) at worst.
+
+    >>> [round(r, 6) for r in alpha_pruning_ratios([2.0, 3.0, 5.0], [100, 200, 100], 0.5)]
+    [0.368421, 0.473684, 0.684211]
+    >>> alpha_pruning_ratios([1.0, 2.0], [100, 100], 0.6, epsilon=0.5, max_ratio=0.8)
+    [0.4, 0.8]
+    """
+    ratio = check_ratio(ratio)
+    epsilon = _check_epsilon(epsilon)
+    max_ratio = check_ratio(max_ratio, "max_ratio")
+    if max_ratio <= 0.0:
+        raise UsageError(f"max_ratio must be in (0, 1), got {max_ratio!r}")
+    values = np.asarray(alphas, dtype=np.float64)
+    counts = np.asarray(sizes)
+    if values.ndim != 1 or counts.shape != values.shape:
+        raise ValueError(
+            f"alphas and sizes must be 1-D of equal length, got shapes {values.shape} and "
+            f"{counts.shape}"
+        )
+    if counts.size and (not np.issubdtype(counts.dtype, np.integer) or counts.min() < 1):
+        raise ValueError(f"sizes must be positive integers, got {counts.tolist()}")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ValueError(
+            f"alpha_pruning_ratios: alphas must be finite; positions {bad.tolist()} hold "
+            f"{values[bad].tolist()} (failed fits: drop those layers or give them a value)"
+        )
+    if ratio > max_ratio * (1 + _BUDGET_RTOL):
+        raise UsageError(
+            f"the budget ratio={ratio} is out of reach: no layer may lose more than "
+            f"max_ratio={max_ratio}; lower the ratio or raise max_ratio"
+        )
+    if values.size == 0:
+        return []
+    spread = float(values.max() - values.min())
+    if epsilon == 0.0 or spread == 0.0:
+        return [min(ratio, max_ratio)] * int(values.size)
+    if not math.isfinite(spread):
+        raise ValueError(f"alpha_pruning_ratios: the alphas span more than a float: {spread}")
+    weights = (1.0 - epsilon) + 2.0 * epsilon * (values - values.min()) / spread
+    return _water_fill(weights, counts.astype(np.float64), ratio, max_ratio).tolist()
+
+
+def _check_epsilon(epsilon: float) -> float:
+    """``epsilon`` as a float if it lies in ``[0, 1)``, else an error naming it."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
+        raise TypeError(f"epsilon must be a number in [0, 1), got {epsilon!r}")
+    value = float(epsilon)
+    if not math.isfinite(value) or not 0.0 <= value < 1.0:
+        raise UsageError(
+            f"epsilon must be in [0, 1) (AlphaPruning's ratios span 1 - epsilon to 1 + "
+            f"epsilon times the budget), got {epsilon!r}"
+        )
+    return value
+
+
+def _water_fill(
+    weights: NDArray[np.float64], sizes: NDArray[np.float64], ratio: float, max_ratio: float
+) -> NDArray[np.float64]:
+    """``r_i = min(max_ratio, c w_i)`` with ``c`` such that ``sum_i r_i N_i = ratio sum_i N_i``.
+
+    ``weights``: shape (L,), positive. ``ratio <= max_ratio`` (up to rounding). Layers with
+    ``c w_i > max_ratio`` are clamped and ``c`` is solved again over the others: clamping frees
+    budget, so ``c`` never falls and a clamped layer stays clamped (as in ERK's dense re-solve).
+    """
+    budget = ratio * float(sizes.sum())
+    clamped = np.zeros(weights.size, dtype=bool)
+    out = np.full(weights.size, max_ratio)
+    while not clamped.all():
+        free = ~clamped
+        left = budget - max_ratio * float(sizes[clamped].sum())
+        scale = max(left, 0.0) / float((sizes[free] * weights[free]).sum())
+        over = free & (scale * weights > max_ratio)
+        if not over.any():
+            out[free] = scale * weights[free]
+            break
+        clamped |= over
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # LAMP (Lee et al. 2021)
 
 
@@ -373,6 +521,7 @@ def allocate(
     exclude: str | re.Pattern[str] | None = None,
     step: float = 0.01,
     max_ratio: float = 0.95,
+    epsilon: float = ALPHA_PRUNING_EPSILON,
 ) -> dict[str, float]:
     """Per-layer pruning ratios for a global pruning ratio: ``{layer name: ratio}``.
 
@@ -393,17 +542,30 @@ def allocate(
       differ only in the training-time augmentation (1, 2: traditional; 3, 4: AugMix), which
       is not part of the allocation. The budget follows source 000 §3.2 (steps of ``step``,
       caps, never over-prune, ``max_ratio`` per layer): see :func:`metric_ratios`.
+    - ``"alpha_pruning"``: AlphaPruning (Lu et al. 2024), ratios linear in each layer's
+      ``alpha`` between ``1 - epsilon`` and ``1 + epsilon`` times a common scale (larger
+      alpha, less trained, more pruning), the budget exact, each ratio at most ``max_ratio``
+      with the excess spread over the other layers: see :func:`alpha_pruning_ratios`. The
+      published code's default alpha fits xmin at the peak of the ESD
+      (``analysis=tailwise.analyze(model, fix_fingers="xmin_peak")``) and, for LLMs, averages
+      alpha over each transformer block; here each layer has its own alpha, from the analysis.
 
     ``analysis``: a ``tailwise.analyze`` table to read the metric from; computed for the
     selected layers when None. Its weight names map to layers by
     :func:`~tailwise.prune.layers.weight_name_to_layer` (rows of ``conv="slices"`` are
-    averaged per layer). A layer whose metric is missing or NaN (a failed fit) gets the median
-    of the other layers' values, with a warning naming it; if no layer has a value, a
-    ``ValueError``. ``step`` and ``max_ratio`` apply to metric methods only.
+    averaged per layer). A layer whose metric is missing, NaN or infinite (a failed fit) gets
+    the median of the other layers' values, with a warning naming it; if no layer has a
+    value, a ``ValueError``. ``step`` applies to metric methods only, ``max_ratio`` to metric
+    methods and ``"alpha_pruning"``, ``epsilon`` (in ``[0, 1)``) to ``"alpha_pruning"`` only.
 
     >>> from tailwise.models import MLP
     >>> allocate(MLP(64, [32], 10), 0.5, "erk")
     {'layers.0': 0.578125, 'layers.1': 0.0}
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"name": ["layers.0.weight", "layers.1.weight"], "alpha": [3.0, 5.0]})
+    >>> ratios = allocate(MLP(64, [32], 10), 0.5, "alpha_pruning", analysis=table)
+    >>> {name: round(r, 4) for name, r in ratios.items()}
+    {'layers.0': 0.4481, 'layers.1': 0.8322}
     """
     ratio = check_ratio(ratio)
     curve = allocation_curve(
@@ -414,6 +576,7 @@ def allocate(
         exclude=exclude,
         step=step,
         max_ratio=max_ratio,
+        epsilon=epsilon,
     )
     return curve(ratio)
 
@@ -427,6 +590,7 @@ def allocation_curve(
     exclude: str | re.Pattern[str] | None = None,
     step: float = 0.01,
     max_ratio: float = 0.95,
+    epsilon: float = ALPHA_PRUNING_EPSILON,
 ) -> Callable[[float], dict[str, float]]:
     """:func:`allocate` as a function of the global ratio, with the per-model work (the
     analysis, LAMP scores, shapes) done once: ``curve(ratio) == allocate(model, ratio, ...)``.
@@ -455,6 +619,20 @@ def allocation_curve(
             return dict(zip(names, [max(0.0, 1.0 - d) for d in densities], strict=True))
 
         return erk
+    if parsed.kind is AllocationKind.ALPHA_PRUNING:
+        epsilon = _check_epsilon(epsilon)  # before the analysis, which takes time
+        if analysis is None:
+            analysis = _analyze_layers(model, names)
+        alphas = _layer_metric(analysis, ALPHA_PRUNING_COLUMN, names)
+        counts = [w.numel() for w in weights.values()]
+
+        def alpha_pruning(ratio: float) -> dict[str, float]:
+            found = alpha_pruning_ratios(
+                alphas, counts, ratio, epsilon=epsilon, max_ratio=max_ratio
+            )
+            return dict(zip(names, found, strict=True))
+
+        return alpha_pruning
     assert parsed.metric is not None
     if analysis is None:
         analysis = _analyze_layers(model, names)
