@@ -233,3 +233,21 @@ def test_piped_console_is_200_wide(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
     monkeypatch.delenv("TTY_INTERACTIVE", raising=False)
     assert console().width == 200  # pytest captures stdout: not a terminal
+
+
+def test_chosen_columns_wider_than_the_terminal_are_never_cut(bert_table: pd.DataFrame) -> None:
+    """Columns named with --columns are all kept; when they cannot fit, the table is drawn
+    wider than the terminal (the terminal wraps it) and says so, instead of cutting numbers."""
+    chosen = select_columns(
+        "name,N,M,alpha,alpha_weighted,log_norm,log_spectral_norm,stable_rank,entropy,xmin,D",
+        SHOWN,
+        tailwise.COLUMNS,
+    )
+    text = render(bert_table, 60, chosen)
+    assert "…" not in text
+    header = next(line for line in text.splitlines() if "┃" in line)
+    headers = [cell.strip() for cell in header.split("┃") if cell.strip()]
+    assert headers[:-1] == [head for _, head, _ in chosen]
+    for row in bert_table[bert_table.status == "ok"].itertuples():
+        assert f" {row.alpha:.3f} " in text and f" {row.stable_rank:.3f} " in text
+    assert "the terminal has 60" in " ".join(text.split())

@@ -165,6 +165,11 @@ def _fit(
     return kept, dropped[::-1]
 
 
+# Narrowest a folding text column (name, layer, the last one) gets before the table is
+# drawn wider than the terminal instead.
+_FOLD_MIN = 4
+
+
 def print_rows(out: Console, df: Any, shown: tuple[Column, ...], title: str, extra: str) -> None:
     """A rich table of ``df``'s ``shown`` columns plus a last text column ``extra``: the
     warning (analyze), the reason (tails) or the note (prune); failures in red. Columns that
@@ -197,6 +202,15 @@ def print_rows(out: Console, df: Any, shown: tuple[Column, ...], title: str, ext
             if give > 0:
                 widths[i] -= give
                 excess -= give
+    folding = [i for i in kept if shown[i][0] in ("name", "layer")]
+    rigid = sum(widths[i] for i in kept if i not in folding) + 3 * (len(kept) + 1) + 1
+    needed = None
+    if rigid + _FOLD_MIN * (len(folding) + 1) > out.width:
+        # Columns the user named (must-keep) that cannot fit even so: the table is drawn at
+        # its natural width, wider than the terminal (lines wrap), rather than letting rich
+        # squeeze or cut the numbers.
+        widths = _widths(shown, cells)
+        needed = sum(widths[i] for i in kept) + last_width + 3 * (len(kept) + 1) + 1
     table = Table(title=Text(_visible(title)), title_justify="left", header_style="bold")
     for i in kept:
         col, header, _ = shown[i]
@@ -208,7 +222,19 @@ def print_rows(out: Console, df: Any, shown: tuple[Column, ...], title: str, ext
     table.add_column(extra, justify="left", overflow="fold")
     for row, style in zip(cells, styles, strict=True):
         table.add_row(*(Text(row[i]) for i in kept), Text(row[-1]), style=style)
-    out.print(table)
+    terminal = out.width
+    if needed is not None:
+        out.width = needed  # rich.Console.print(width=) cannot go above the console's width
+    try:
+        out.print(table, crop=needed is None)
+    finally:
+        out.width = terminal
+    if needed is not None:
+        out.print(
+            f"[dim]the chosen columns need {needed} characters; the terminal has "
+            f"{out.width}: fewer --columns, or --out for a file[/dim]",
+            highlight=False,
+        )
     if dropped:
         out.print(
             f"[dim]{len(dropped)} column(s) left out to fit {out.width} characters: "
