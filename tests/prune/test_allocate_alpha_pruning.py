@@ -314,6 +314,23 @@ def test_parse() -> None:
         Allocation.parse("alpha_pruning", ("stable_rank", "entropy"))
 
 
+def test_parsed_allocation_gives_its_column_and_ratios() -> None:
+    """The one dispatch a caller with its own per-layer values (prune_file) can use."""
+    parsed = Allocation.parse("alpha_pruning", METRIC_COLUMNS)
+    assert parsed.column == "alpha"
+    got = parsed.ratios([2.0, 3.0, 5.0], [100, 200, 100], 0.5, epsilon=0.3)
+    assert got == alpha_pruning_ratios([2.0, 3.0, 5.0], [100, 200, 100], 0.5, epsilon=0.3)
+    assert parsed.ratios([1.0, 2.0], [100, 100], 0.6, epsilon=0.5, max_ratio=0.8) == (
+        pytest.approx([0.4, 0.8], rel=1e-14)
+    )
+    inverse = Allocation.parse("entropy:inverse", METRIC_COLUMNS)
+    assert inverse.column == "entropy"
+    assert inverse.ratios([1.0, 2.0, 3.0], [100, 100, 100], 0.4) == [0.66, 0.33, 0.21]
+    assert Allocation.parse("erk", METRIC_COLUMNS).column is None
+    with pytest.raises(ValueError, match="'lamp' does not follow an analysis column"):
+        Allocation.parse("lamp", METRIC_COLUMNS).ratios([1.0], [10], 0.5)
+
+
 def test_analysis_without_alpha_is_an_error() -> None:
     model = linear_stack([(4, 4)])
     table = pd.DataFrame({"name": ["0.weight"], "stable_rank": [2.0]})

@@ -124,6 +124,43 @@ class Allocation:
             )
         return cls(AllocationKind.METRIC, metric, inverse)
 
+    @property
+    def column(self) -> str | None:
+        """The ``tailwise.analyze`` column the ratios follow (None: no analysis needed).
+
+        >>> Allocation.parse("alpha_pruning", METRIC_COLUMNS).column
+        'alpha'
+        """
+        if self.kind is AllocationKind.ALPHA_PRUNING:
+            return ALPHA_PRUNING_COLUMN
+        return self.metric
+
+    def ratios(
+        self,
+        values: Sequence[float] | NDArray[np.float64],
+        sizes: Sequence[int] | NDArray[np.int64],
+        ratio: float,
+        *,
+        step: float = 0.01,
+        max_ratio: float = 0.95,
+        epsilon: float = ALPHA_PRUNING_EPSILON,
+    ) -> list[float]:
+        """Ratios of an allocation that follows a column (see :attr:`column`), from the
+        per-layer ``values`` of that column: :func:`metric_ratios` for a metric,
+        :func:`alpha_pruning_ratios` for ``"alpha_pruning"``. Shapes and options as there;
+        other kinds raise a ``ValueError``.
+
+        >>> Allocation.parse("alpha", METRIC_COLUMNS).ratios([1.0, 3.0], [100, 100], 0.4)
+        [0.2, 0.6]
+        """
+        if self.kind is AllocationKind.ALPHA_PRUNING:
+            return alpha_pruning_ratios(values, sizes, ratio, epsilon=epsilon, max_ratio=max_ratio)
+        if self.kind is AllocationKind.METRIC:
+            return metric_ratios(
+                values, sizes, ratio, inverse=self.inverse, step=step, max_ratio=max_ratio
+            )
+        raise ValueError(f"allocation {self.kind.value!r} does not follow an analysis column")
+
 
 # ---------------------------------------------------------------------------------------------
 # Metric-driven ratios (source 000 §3.2)
@@ -619,30 +656,17 @@ def allocation_curve(
             return dict(zip(names, [max(0.0, 1.0 - d) for d in densities], strict=True))
 
         return erk
+    column = parsed.column
+    assert column is not None
     if parsed.kind is AllocationKind.ALPHA_PRUNING:
-        epsilon = _check_epsilon(epsilon)  # before the analysis, which takes time
-        if analysis is None:
-            analysis = _analyze_layers(model, names)
-        alphas = _layer_metric(analysis, ALPHA_PRUNING_COLUMN, names)
-        counts = [w.numel() for w in weights.values()]
-
-        def alpha_pruning(ratio: float) -> dict[str, float]:
-            found = alpha_pruning_ratios(
-                alphas, counts, ratio, epsilon=epsilon, max_ratio=max_ratio
-            )
-            return dict(zip(names, found, strict=True))
-
-        return alpha_pruning
-    assert parsed.metric is not None
+        _check_epsilon(epsilon)  # before the analysis, which takes time
     if analysis is None:
         analysis = _analyze_layers(model, names)
-    values = _layer_metric(analysis, parsed.metric, names)
+    values = _layer_metric(analysis, column, names)
     sizes = [w.numel() for w in weights.values()]
 
     def metric(ratio: float) -> dict[str, float]:
-        found = metric_ratios(
-            values, sizes, ratio, inverse=parsed.inverse, step=step, max_ratio=max_ratio
-        )
+        found = parsed.ratios(values, sizes, ratio, step=step, max_ratio=max_ratio, epsilon=epsilon)
         return dict(zip(names, found, strict=True))
 
     return metric
