@@ -349,6 +349,8 @@ def test_bad_epsilon(epsilon: float) -> None:
 
 
 def test_bad_epsilon_type() -> None:
+    with pytest.raises(ValueError, match="epsilon must be in"):  # even with no layer to prune
+        allocate(nn.Sequential(nn.ReLU()), 0.5, "alpha_pruning", epsilon=2.0)
     with pytest.raises(TypeError, match="epsilon must be a number"):
         alpha_pruning_ratios([1.0, 2.0], [10, 10], 0.5, epsilon=True)
     with pytest.raises(TypeError, match="epsilon must be a number"):

@@ -641,6 +641,8 @@ def allocation_curve(
     layers = prunable_layers(model, include=include, exclude=exclude)
     columns = METRIC_COLUMNS if analysis is None else metric_columns_of(analysis)
     parsed = Allocation.parse(method, columns)
+    if parsed.kind is AllocationKind.ALPHA_PRUNING:
+        _check_epsilon(epsilon)  # at the boundary, before the analysis (which takes time)
     weights = {name: layer_weight(module) for name, module in layers.items()}
     names = list(layers)
     if parsed.kind is AllocationKind.UNIFORM or not layers:
@@ -658,8 +660,6 @@ def allocation_curve(
         return erk
     column = parsed.column
     assert column is not None
-    if parsed.kind is AllocationKind.ALPHA_PRUNING:
-        _check_epsilon(epsilon)  # before the analysis, which takes time
     if analysis is None:
         analysis = _analyze_layers(model, names)
     values = _layer_metric(analysis, column, names)
