@@ -22,6 +22,7 @@ FLOORS: tuple[frozenset[str], ...] = (
     frozenset({"reference", "sims"}),
     frozenset({"experiments"}),
     frozenset({"cli", "__init__"}),
+    frozenset({"__main__"}),
 )
 FLOOR = {unit: level for level, units in enumerate(FLOORS) for unit in units}
 # Compatibility aliases that import upward lazily (on attribute access, never at import time):

@@ -298,8 +298,8 @@ def prune(
     allocate: Annotated[
         str,
         typer.Option(
-            help="Layer-wise ratios: uniform | lamp | erk | <analyze column>[:inverse], "
-            "e.g. alpha or alpha:inverse"
+            help="Layer-wise ratios: uniform | lamp | erk | alpha_pruning | "
+            "<analyze column>[:inverse], e.g. alpha or alpha:inverse"
         ),
     ] = "uniform",
     out: Annotated[

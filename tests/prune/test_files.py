@@ -339,7 +339,7 @@ def mlp() -> MLP:
     return MLP(24, [32, 16], 4)
 
 
-@pytest.mark.parametrize("allocation", ["uniform", "erk", "lamp"])
+@pytest.mark.parametrize("allocation", ["uniform", "erk", "lamp", "alpha_pruning"])
 def test_safetensors_file_matches_in_memory_allocations(tmp_path: Path, allocation: str) -> None:
     model = mlp()
     source = tmp_path / "plain.safetensors"

@@ -54,7 +54,6 @@ from tailwise.prune.allocate import (
     _layer_metric,
     erk_densities,
     metric_columns_of,
-    metric_ratios,
 )
 from tailwise.prune.layers import check_ratio
 from tailwise.prune.report import LayerReport, make_report, report_totals
@@ -392,15 +391,16 @@ def _ratios(
         return {n: max(0.0, 1.0 - d) for n, d in zip(names, densities, strict=True)}
     if parsed.kind is AllocationKind.LAMP:
         return _lamp_ratios(budgeted, ratio)
-    assert parsed.metric is not None
+    column = parsed.column
+    assert column is not None
     if analysis is None:
         from tailwise.spectral.analyze import analyze
 
         pattern = "^(?:" + "|".join(re.escape(layer.record.name) for layer in budgeted) + ")$"
         analysis = analyze(source, include=pattern, trust_pickle=trust_pickle, progress=progress)
-    values = _layer_metric(analysis, parsed.metric, names)
+    values = _layer_metric(analysis, column, names)
     sizes = [math.prod(layer.record.shape) for layer in budgeted]
-    found = metric_ratios(values, sizes, ratio, inverse=parsed.inverse)
+    found = parsed.ratios(values, sizes, ratio)
     return dict(zip(names, found, strict=True))
 
 
