@@ -20,9 +20,12 @@ from tailwise.models import (
     ResNet,
     SmallCNN,
     build_model,
+    densenet40,
     example_input_shape,
     resnet18,
     resnet20,
+    resnet34,
+    vgg19,
 )
 
 # --- parameter counts by formula (independent of the model code) ---------------------------
@@ -130,6 +133,18 @@ def test_densenet_parameter_counts() -> None:
     assert parameter_count(DenseNet()) == densenet_count(12, (4, 4, 4), 24, 0.5, 10) == 76_810
     model = DenseNet(6, (3, 5), init_channels=10, compression=0.7, num_classes=7)
     assert parameter_count(model) == densenet_count(6, (3, 5), 10, 0.7, 7)
+
+
+def test_zoo_factories_match_the_formulas() -> None:
+    with torch.device("meta"):
+        # Huang et al. 2017 Table 2: DenseNet (L=40, k=12), "1.0M" parameters.
+        assert parameter_count(densenet40()) == densenet_count(12, (12, 12, 12), 16, 1.0, 10)
+        assert parameter_count(vgg19()) == vgg_count(VGG_CONFIGS["vgg19"], batch_norm=True)
+        assert parameter_count(resnet34()) == resnet_count((3, 4, 6, 3), (64, 128, 256, 512), 3, 10)
+        half = resnet34(width=0.5, num_classes=100)
+        assert parameter_count(half) == resnet_count((3, 4, 6, 3), (32, 64, 128, 256), 3, 100)
+    assert densenet_count(12, (12, 12, 12), 16, 1.0, 10) == 1_019_722
+    assert vgg_count(VGG_CONFIGS["vgg19"], batch_norm=True) == 20_035_018
 
 
 # --- shapes and state_dict names -------------------------------------------------------------
@@ -389,7 +404,10 @@ def test_build_model_uses_constructor_defaults() -> None:
 @pytest.mark.parametrize(
     ("architecture", "message"),
     [
-        ({"class": "AlexNet"}, r"unknown class 'AlexNet'; known: \['DenseNet', 'MLP', 'ResNet'"),
+        (
+            {"class": "AlexNet"},
+            r"unknown class 'AlexNet'; known: \['DenseNet', 'LeNet5', 'MLP', 'MobileNetV2'",
+        ),
         ({"in_features": 3}, "unknown class None; known:"),
         ({"class": "VGG", "depth": 11}, r"VGG takes no argument\(s\) \['depth'\]; it takes"),
         ({"class": "MLP", "in_features": 64, "num_classes": 10}, r"MLP needs .*\['hidden'\]"),

@@ -3,7 +3,8 @@
 from typing import Any
 
 from tailwise.models.cnn import SmallCNN
-from tailwise.models.densenet import DenseNet
+from tailwise.models.densenet import DenseNet, densenet40
+from tailwise.models.fcn import fcn4, fcn6
 from tailwise.models.init import (
     REGIMES,
     BiasInit,
@@ -12,28 +13,56 @@ from tailwise.models.init import (
     init_glorot_normal,
     init_uniform,
 )
+from tailwise.models.lenet import LeNet5, lenet5
 from tailwise.models.mlp import MLP
+from tailwise.models.mobilenet import MobileNetV2, mobilenet_v2
+from tailwise.models.preact import (
+    PreActResNet,
+    WideResNet,
+    preact_resnet20,
+    preact_resnet38,
+    preact_resnet56,
+    wrn28,
+)
 from tailwise.models.registry import build_model, example_input_shape
-from tailwise.models.resnet import ResNet, resnet18, resnet20
-from tailwise.models.vgg import VGG, VGG_CONFIGS
+from tailwise.models.resnet import ResNet, resnet18, resnet20, resnet34
+from tailwise.models.vgg import VGG, VGG_CONFIGS, vgg19
+from tailwise.models.zoo import MODEL_NAMES, create_model
 
 __all__ = [
     "MLP",
+    "MODEL_NAMES",
     "REGIMES",
     "VGG",
     "VGG_CONFIGS",
     "BiasInit",
     "DenseNet",
     "InitRegime",
+    "LeNet5",
+    "MobileNetV2",
+    "PreActResNet",
     "ResNet",
     "SmallCNN",
+    "WideResNet",
     "build_model",
+    "create_model",
+    "densenet40",
     "example_input_shape",
+    "fcn4",
+    "fcn6",
     "glorot_std",
     "init_glorot_normal",
     "init_uniform",
+    "lenet5",
+    "mobilenet_v2",
+    "preact_resnet20",
+    "preact_resnet38",
+    "preact_resnet56",
     "resnet18",
     "resnet20",
+    "resnet34",
+    "vgg19",
+    "wrn28",
 ]
 
 # Compatibility alias: the reference network trains, so it moved above train/ to

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -49,3 +50,40 @@ def checked_architecture(model: nn.Module, arguments: dict[str, Any]) -> dict[st
             f"from {arguments}"
         )
     return {"class": name, **arguments}
+
+
+def check_width(where: str, width: float) -> float:
+    """``width`` as a float after checking it is a positive finite number (a width multiplier).
+
+    >>> check_width("resnet18", 0.25)
+    0.25
+    >>> check_width("resnet18", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: resnet18: width must be a positive finite number ..., got 0
+    """
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, int | float)
+        or not math.isfinite(width)
+        or width <= 0
+    ):
+        raise ValueError(
+            f"{where}: width must be a positive finite number (a multiplier of the published "
+            f"widths), got {width!r}"
+        )
+    return float(width)
+
+
+def scale_width(where: str, base: int, width: float) -> int:
+    """``base * width`` rounded half up to an int, and at least 1: one channel count.
+
+    The same rule for every width multiplier of the zoo, so source 000 eq. 2.10's fractions
+    {0.25, 0.5, 1, 1.5, 2, 2.5} of the widths 64..512 are exact.
+
+    >>> [scale_width("resnet18", 64, w) for w in (0.25, 0.5, 1, 1.5, 2, 2.5)]
+    [16, 32, 64, 96, 128, 160]
+    >>> scale_width("resnet18", 16, 0.01)
+    1
+    """
+    return max(1, math.floor(base * check_width(where, width) + 0.5))

@@ -170,3 +170,33 @@ class DenseNet(nn.Module):
                 "compression": self.compression,
             },
         )
+
+
+def densenet40(
+    *,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    growth_rate: int = 12,
+    compression: float = 1.0,
+) -> DenseNet:
+    """DenseNet-40 of Huang et al. (2017, Table 2): L = 40, 3 dense blocks of 12 layers.
+
+    A 16-channel 3x3 stem, no bottleneck layers and, by default, no compression in the
+    transitions (``compression=1.0``: the plain "DenseNet (L=40, k=12)" of the paper's
+    Table 2, "1.0M" parameters; here 1,019,722 for 10 classes). 40 = 3 x 12 dense layers +
+    the stem + 2 transitions + the classifier. ``growth_rate`` is k (the paper also trains
+    k = 24); ``compression < 1`` gives DenseNet-C. No width multiplier: k is the width.
+    Input (N, in_channels, 32, 32).
+
+    >>> model = densenet40()
+    >>> tuple(model.head.weight.shape)  # 16 + 3 * 12 * 12 channels reach the head
+    (10, 448)
+    """
+    return DenseNet(
+        growth_rate,
+        (12, 12, 12),
+        in_channels=in_channels,
+        num_classes=num_classes,
+        init_channels=16,
+        compression=compression,
+    )

@@ -12,17 +12,34 @@ from torch import nn
 
 from tailwise.models.cnn import SmallCNN
 from tailwise.models.densenet import DenseNet
+from tailwise.models.lenet import LeNet5
 from tailwise.models.mlp import MLP
+from tailwise.models.mobilenet import MobileNetV2
+from tailwise.models.preact import PreActResNet, WideResNet
 from tailwise.models.resnet import ResNet
 from tailwise.models.vgg import VGG
 
 MODEL_CLASSES: Mapping[str, type[nn.Module]] = MappingProxyType(
-    {cls.__name__: cls for cls in (MLP, SmallCNN, VGG, ResNet, DenseNet)}
+    {
+        cls.__name__: cls
+        for cls in (
+            MLP,
+            SmallCNN,
+            VGG,
+            ResNet,
+            DenseNet,
+            PreActResNet,
+            WideResNet,
+            MobileNetV2,
+            LeNet5,
+        )
+    }
 )
 """The classes :func:`build_model` knows, by the ``"class"`` value of an architecture."""
 
 CIFAR_IMAGE_SIZE = 32
-"""Side of the example input for models that take any image size (ResNet, DenseNet)."""
+"""Side of the example input for models that take any image size (ResNet, DenseNet,
+PreActResNet, WideResNet, MobileNetV2)."""
 
 
 def _class_and_arguments(architecture: Mapping[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
@@ -79,9 +96,10 @@ def build_model(architecture: Mapping[str, Any]) -> nn.Module:
 def example_input_shape(architecture: Mapping[str, Any]) -> tuple[int, ...]:
     """Shape of one input sample, batch dimension included, for the described model.
 
-    ``(1, in_features)`` for an MLP, ``(1, in_channels, image_size, image_size)`` for SmallCNN
-    and VGG, and ``(1, in_channels, 32, 32)`` (CIFAR size) for ResNet and DenseNet, which take
-    any image size. The architecture is validated as by :func:`build_model`.
+    ``(1, in_features)`` for an MLP, ``(1, in_channels, image_size, image_size)`` for SmallCNN,
+    VGG and LeNet5, and ``(1, in_channels, 32, 32)`` (CIFAR size) for ResNet, DenseNet,
+    PreActResNet, WideResNet and MobileNetV2, which take any image size. The architecture is
+    validated as by :func:`build_model`.
 
     >>> example_input_shape({"class": "VGG", "config": "vgg11"})
     (1, 3, 32, 32)
@@ -90,11 +108,11 @@ def example_input_shape(architecture: Mapping[str, Any]) -> tuple[int, ...]:
         model = build_model(architecture)
     if isinstance(model, MLP):
         return (1, model.in_features)
-    if isinstance(model, SmallCNN | VGG):
+    if isinstance(model, SmallCNN | VGG | LeNet5):
         return (1, model.in_channels, model.image_size, model.image_size)
     if isinstance(model, DenseNet):
         size = max(CIFAR_IMAGE_SIZE, 2 ** len(model.transitions))
         return (1, model.in_channels, size, size)
-    if isinstance(model, ResNet):
+    if isinstance(model, ResNet | PreActResNet | MobileNetV2):
         return (1, model.in_channels, CIFAR_IMAGE_SIZE, CIFAR_IMAGE_SIZE)
     raise AssertionError(f"example_input_shape: no rule for {type(model).__name__}")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailwise.models._checks import check_positive, checked_architecture
+from tailwise.models._checks import check_positive, checked_architecture, scale_width
 
 
 class ResNetStem(str, enum.Enum):
@@ -180,20 +180,43 @@ class ResNet(nn.Module):
         )
 
 
-def resnet18(*, in_channels: int = 3, num_classes: int = 10) -> ResNet:
+def _scaled(where: str, widths: Sequence[int], width: float) -> list[int]:
+    return [scale_width(where, base, width) for base in widths]
+
+
+def resnet18(*, in_channels: int = 3, num_classes: int = 10, width: float = 1.0) -> ResNet:
     """CIFAR ResNet-18: 3x3 stem without max pool, 4 stages of 2 blocks, widths 64-512.
 
-    11,173,962 parameters for 10 classes. Input (N, in_channels, 32, 32).
+    11,173,962 parameters for 10 classes. ``width`` multiplies the stage widths (64, 128, 256,
+    512), each rounded half up to an int >= 1; source 000 eq. 2.10 trains the fractions
+    {0.25, 0.5, 1, 1.5, 2, 2.5}. Input (N, in_channels, 32, 32).
+
+    >>> resnet18(width=0.25).architecture()["widths"]
+    [16, 32, 64, 128]
     """
-    return ResNet(
-        (2, 2, 2, 2), (64, 128, 256, 512), in_channels=in_channels, num_classes=num_classes
-    )
+    widths = _scaled("resnet18", (64, 128, 256, 512), width)
+    return ResNet((2, 2, 2, 2), widths, in_channels=in_channels, num_classes=num_classes)
 
 
-def resnet20(*, in_channels: int = 3, num_classes: int = 10) -> ResNet:
+def resnet34(*, in_channels: int = 3, num_classes: int = 10, width: float = 1.0) -> ResNet:
+    """CIFAR ResNet-34: as :func:`resnet18` with 3, 4, 6 and 3 blocks per stage.
+
+    21,282,122 parameters for 10 classes; ``width`` as for :func:`resnet18` (source 000
+    eq. 2.10). Input (N, in_channels, 32, 32).
+
+    >>> [len(stage) for stage in resnet34(width=0.125).stages]
+    [3, 4, 6, 3]
+    """
+    widths = _scaled("resnet34", (64, 128, 256, 512), width)
+    return ResNet((3, 4, 6, 3), widths, in_channels=in_channels, num_classes=num_classes)
+
+
+def resnet20(*, in_channels: int = 3, num_classes: int = 10, width: float = 1.0) -> ResNet:
     """CIFAR ResNet-20 of He et al. (2016, Sec. 4.2): 3 stages of 3 blocks, widths 16/32/64.
 
     Projection (1x1 conv) shortcuts at the two stage transitions (the paper uses parameter-free
-    zero-padding there), so 272,474 parameters for 10 classes. Input (N, in_channels, 32, 32).
+    zero-padding there), so 272,474 parameters for 10 classes. ``width`` multiplies the stage
+    widths (rounded half up, >= 1). Input (N, in_channels, 32, 32).
     """
-    return ResNet((3, 3, 3), (16, 32, 64), in_channels=in_channels, num_classes=num_classes)
+    widths = _scaled("resnet20", (16, 32, 64), width)
+    return ResNet((3, 3, 3), widths, in_channels=in_channels, num_classes=num_classes)

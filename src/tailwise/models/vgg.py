@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailwise.models._checks import check_positive, checked_architecture
+from tailwise.models._checks import check_positive, checked_architecture, scale_width
 
 POOL = "M"
 """Config entry for a 2x2 max pool (stride 2) after the preceding convolution."""
@@ -182,3 +182,36 @@ class VGG(nn.Module):
                 "hidden": [layer.out_features for layer in linears],
             },
         )
+
+
+def vgg19(
+    *,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    width: float = 1.0,
+    batch_norm: bool = True,
+    image_size: int = 32,
+) -> VGG:
+    """CIFAR VGG-19 (configuration E of Simonyan & Zisserman 2015) with one Linear head.
+
+    16 convolutions 64..512 and 5 max pools, so a 32x32 input ends as 512 x 1 x 1 and the
+    head is ``Linear(512, num_classes)``. With batch norm (the default, bias-free convs):
+    20,035,018 parameters for 10 classes; the common CIFAR implementation
+    (kuangliu/pytorch-cifar) quotes 20,040,522 because it keeps the 5,504 conv biases that
+    batch norm makes redundant. ``width`` multiplies every conv width (rounded half up,
+    >= 1). Input (N, in_channels, image_size, image_size), image_size >= 32.
+
+    >>> vgg19(width=0.125).architecture()["config"][:3]
+    [8, 8, 'M']
+    """
+    config = [
+        entry if entry == POOL else scale_width("vgg19", int(entry), width)
+        for entry in VGG_CONFIGS["vgg19"]
+    ]
+    return VGG(
+        config,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        image_size=image_size,
+        batch_norm=batch_norm,
+    )
