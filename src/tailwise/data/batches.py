@@ -13,7 +13,9 @@ early, clear error when the model cannot take them.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
@@ -24,6 +26,7 @@ from tailwise._errors import UsageError, first_line
 from tailwise._modules import model_device
 from tailwise.data.digits import load_digits_dataset
 from tailwise.data.mnist1d import load_mnist1d
+from tailwise.data.resolve import resolve_dataset
 
 __all__ = ["DATASETS", "check_accepts", "dataset_batches"]
 
@@ -33,6 +36,11 @@ DATASETS: Mapping[str, tuple[int, ...]] = MappingProxyType({"digits": (1, 8, 8),
 _SPLITS = ("train", "test")
 
 
+def _is_path(name: object) -> bool:
+    """Whether ``name`` is an existing path (a folder or archive of data files)."""
+    return isinstance(name, (str, os.PathLike)) and Path(name).exists()
+
+
 def _check_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"dataset_batches: {name} must be an int, got {value!r}")
@@ -40,7 +48,7 @@ def _check_int(name: str, value: object) -> int:
 
 
 def dataset_batches(
-    name: DatasetName | str,
+    name: DatasetName | str | os.PathLike[str],
     *,
     samples: int,
     batch_size: int,
@@ -50,13 +58,15 @@ def dataset_batches(
     """The first ``samples`` examples of a data set's ``split``, in batches of ``batch_size``.
 
     Args:
-        name: ``"digits"`` (8 x 8 images, natural shape (1, 8, 8); 1437 train, 360 test) or
-            ``"mnist1d"`` (signals of shape (40,); 3200 train, 800 test).
+        name: ``"digits"`` (8 x 8 images, natural shape (1, 8, 8); 1437 train, 360 test),
+            ``"mnist1d"`` (signals of shape (40,); 3200 train, 800 test), or a path to a
+            folder of MNIST (natural shape (1, 28, 28)) or CIFAR-10 / CIFAR-100 files
+            ((3, 32, 32)) in a layout :func:`tailwise.data.resolve_dataset` accepts.
         samples: how many examples, 1 <= samples <= the split's size.
         batch_size: examples per batch (>= 1); the last batch holds the rest.
         input_shape: the per-example shape the inputs are reshaped to, e.g. ``(64,)`` for an
             MLP on digits; default the data set's natural shape. Its size must be the
-            example's (64 for digits, 40 for mnist1d).
+            example's (64 for digits, 40 for mnist1d, 784 for MNIST, 3072 for CIFAR).
         split: ``"train"`` (default) or ``"test"``.
 
     Returns:
@@ -64,11 +74,14 @@ def dataset_batches(
         the data set's order (the same on every call).
 
     Bad values (an unknown name or split, ``samples`` out of range, a shape of the wrong
-    size) raise :class:`tailwise.UsageError` naming the numbers.
+    size, a folder without data files) raise :class:`tailwise.UsageError` naming the
+    numbers; a damaged data file raises :class:`tailwise.data.DataFileError` (a UsageError).
     """
-    if name not in DATASETS:
+    named = isinstance(name, str) and name in DATASETS
+    if not (named or _is_path(name)):
         raise UsageError(
-            f"dataset_batches: unknown data set {name!r}; choose one of {', '.join(DATASETS)}"
+            f"dataset_batches: unknown data set {name!r}; choose one of {', '.join(DATASETS)}, "
+            "or give a folder of MNIST / CIFAR files"
         )
     if split not in _SPLITS:
         raise UsageError(
@@ -78,7 +91,11 @@ def dataset_batches(
     batch_size = _check_int("batch_size", batch_size)
     if batch_size < 1:
         raise UsageError(f"dataset_batches: batch_size must be >= 1, got {batch_size}")
-    natural = DATASETS[name]
+    if named:
+        natural = DATASETS[str(name)]
+    else:
+        dataset = resolve_dataset(name, split)
+        natural = tuple(dataset.tensors[0].shape[1:])
     shape = natural if input_shape is None else tuple(int(d) for d in input_shape)
     if math.prod(shape) != math.prod(natural) or any(d < 1 for d in shape):
         raise UsageError(
@@ -87,7 +104,7 @@ def dataset_batches(
         )
     if name == "digits":
         dataset = load_digits_dataset(split="train" if split == "train" else "test")
-    else:
+    elif name == "mnist1d":
         dataset = load_mnist1d(split="train" if split == "train" else "test")
     x, y = dataset.tensors
     if not 1 <= samples <= len(y):
