@@ -85,6 +85,19 @@ def _failed(row: dict[str, Any], reason: str) -> list[dict[str, Any]]:
     return [row]
 
 
+def _analysed(record: LayerWeights) -> bool:
+    return record.status == "ok" and record.kind.analysed
+
+
+def _one_side(row: dict[str, Any], reason: str, analysed: bool) -> list[dict[str, Any]]:
+    """A tensor only one source has: failed for a weight matrix; skipped for the rest
+    (a module lists no buffers, its state dict does: running means are not failures)."""
+    if analysed:
+        return _failed(row, reason)
+    row.update(status="skipped", reason=reason)
+    return [row]
+
+
 def _frobenius(a: Tensor, b: Tensor, device: torch.device | None) -> tuple[float, float]:
     """(||a - b||_F, ||a||_F) in float64, over chunks (no float64 copy of a whole tensor)."""
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
@@ -126,11 +139,11 @@ def _compare_layer(
     row = _row(rec_a)
     if len(rec_a.shape) >= 2:
         row.update(N=max(rec_a.shape[:2]), M=min(rec_a.shape[:2]))
+    analysed = _analysed(rec_a)
     if rec_b is None:
-        return _failed(row, "not in b")
+        return _one_side(row, "not in b", analysed)
     if rec_a.shape != rec_b.shape:
         return _failed(row, f"shapes differ: a {rec_a.shape} vs b {rec_b.shape}")
-    analysed = rec_a.status == "ok" and rec_a.kind.analysed
     try:
         rec_a, rec_b = _loaded(rec_a), _loaded(rec_b)
         delta, norm = _frobenius(rec_a.tensor(), rec_b.tensor(), options.device)
@@ -279,9 +292,10 @@ def compare(
           in a and in b over ``data`` (NaN without data).
         - ``<metric>_a``, ``<metric>_b``, ``delta_<metric>`` (= b - a) for each metric of
           :data:`COMPARE_METRICS` (columns of :func:`tailwise.analyze`).
-        - ``status``: ``"ok"``; ``"failed"`` when the tensor is missing on one side, the
+        - ``status``: ``"ok"``; ``"failed"`` when a weight matrix is missing on one side, the
           shapes differ, a tensor cannot be read, or an analysis failed (its numbers are
-          kept); ``"skipped"`` for tensors that are not analysed (biases, norms).
+          kept); ``"skipped"`` for tensors that are not analysed (biases, norms, buffers),
+          also when only one side has them (a module lists no buffers, a file does).
           ``reason`` says why, and carries the notes of each side's analysis (``"a: ..."``,
           ``"b: ..."``) and of the CKA (``"cka: ..."``, e.g. a module that ran twice).
 
@@ -319,7 +333,7 @@ def compare(
         row = _row(rec_b)
         if len(rec_b.shape) >= 2:
             row.update(N=max(rec_b.shape[:2]), M=min(rec_b.shape[:2]))
-        rows.extend(_failed(row, "not in a"))
+        rows.extend(_one_side(row, "not in a", _analysed(rec_b)))
     stats: dict[str, Any] = {}
     if data is not None:
         assert isinstance(a, nn.Module) and isinstance(b, nn.Module)

@@ -226,17 +226,18 @@ class _Watch:
                 f"{self.batch_size} examples: its first dimension is not the batch",
             )
             return
+        where = f"batch {self.batch}"  # _fail puts the function's name in front
         try:
-            matrix = as_matrix(tensor, f"the output of module {name!r}", self.options.where)
+            matrix = as_matrix(tensor, f"the output of module {name!r}", where)
             gram = centred_gram(
                 matrix,
                 self.options.kernel,
                 sigma=self.options.sigma,
                 median_fraction=self.options.median_fraction,
-                where=f"{self.options.where}: module {name!r}",
+                where=f"{where}: module {name!r}",
             )
         except UsageError as exc:
-            self._fail(name, f"batch {self.batch}: {exc}")
+            self._fail(name, str(exc))
             return
         self.grams[name] = gram.to(self.device)
 
