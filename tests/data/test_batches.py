@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
 
 from tailwise._errors import UsageError
-from tailwise.data import check_accepts, dataset_batches, load_digits_dataset, load_mnist1d
+from tailwise.data import (
+    check_accepts,
+    dataset_batches,
+    load_cifar,
+    load_digits_dataset,
+    load_mnist,
+    load_mnist1d,
+)
 from tailwise.models import MLP, SmallCNN
 
 
@@ -67,3 +77,48 @@ def test_check_accepts_leaves_the_model_alone() -> None:
     assert model.training and all(m.training for m in model.modules())
     for name, buffer in model.named_buffers():
         assert torch.equal(buffer, before[name]), name
+
+
+def _cifar_folder(writers: Any, root: Path) -> Path:
+    for split, n in (("train", 10), ("test", 6)):
+        writers.write_cifar_binary(
+            root,
+            "cifar10",
+            split,
+            writers.random_images(n, (3, 32, 32), seed=n),
+            writers.random_labels(n, 10, seed=n),
+        )
+    return root
+
+
+def test_a_cifar_folder_in_its_natural_shape(tmp_path: Path, writers: Any) -> None:
+    _cifar_folder(writers, tmp_path)
+    batches = dataset_batches(str(tmp_path), samples=5, batch_size=2, split="test")
+    assert [tuple(x.shape) for x, _ in batches] == [(2, 3, 32, 32)] * 2 + [(1, 3, 32, 32)]
+    expected_x, expected_y = load_cifar(tmp_path, split="test").tensors
+    assert torch.equal(torch.cat([x for x, _ in batches]), expected_x[:5])
+    assert torch.equal(torch.cat([y for _, y in batches]), expected_y[:5])
+    (flat, _), *_ = dataset_batches(tmp_path, samples=3, batch_size=3, input_shape=(3072,))
+    assert flat.shape == (3, 3072)
+    check_accepts(SmallCNN(3, 10, channels=(2, 3), image_size=32), batches, str(tmp_path))
+    with pytest.raises(UsageError, match=r"samples must be in \[1, 10\]"):
+        dataset_batches(tmp_path, samples=11, batch_size=2)
+    with pytest.raises(UsageError, match=r"input_shape \(784,\) does not fit .*\(3, 32, 32\)"):
+        dataset_batches(tmp_path, samples=2, batch_size=2, input_shape=(784,))
+
+
+def test_an_mnist_folder(tmp_path: Path, writers: Any) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    writers.write_mnist(
+        raw, "train", writers.random_images(4, (28, 28), 0), writers.random_labels(4, 10, 0)
+    )
+    batches = dataset_batches(tmp_path, samples=4, batch_size=4)
+    assert torch.equal(batches[0][0], load_mnist(tmp_path).tensors[0])
+    assert batches[0][0].shape == (4, 1, 28, 28)
+
+
+def test_a_path_without_data(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no data set found"):
+        dataset_batches(tmp_path, samples=1, batch_size=1)
+    with pytest.raises(UsageError, match="or give a folder of MNIST / CIFAR files"):
+        dataset_batches(str(tmp_path / "absent"), samples=1, batch_size=1)

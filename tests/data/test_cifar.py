@@ -304,9 +304,7 @@ def test_bad_arguments(tmp_path: Path, writers: Any) -> None:
 
 
 @pytest.mark.parametrize("protocol", [3, 4, 5])
-def test_batches_repickled_by_python3_load_too(
-    tmp_path: Path, writers: Any, protocol: int
-) -> None:
+def test_batches_repickled_by_python3_load_too(tmp_path: Path, writers: Any, protocol: int) -> None:
     d = _write(writers, tmp_path, "cifar10", "python")["test"]
     path = tmp_path / "cifar-10-batches-py" / "test_batch"
     batch = pickle.loads(path.read_bytes(), encoding="bytes")
