@@ -8,7 +8,7 @@ import io
 import logging
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from tailwise import UsageError, analyze
 from tailwise._threads import single_threaded
 from tailwise.models import SmallCNN
 from tailwise.similarity import COMPARE_COLUMNS, COMPARE_METRICS, compare
+from tailwise.weights import LayerWeights
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -221,3 +222,45 @@ def test_delta_w_matches_weightwatcher_distances() -> None:
     # WeightWatcher pairs layers by position and names them by module ("0", "2")
     assert list(table["longname"]) == list(ours["layer"])
     np.testing.assert_allclose(ours["delta_W"], table["delta_W"].astype(float), rtol=1e-5)
+
+
+def test_files_are_streamed_one_tensor_per_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each tensor of each file is read once, and when one is read no other tensor read from
+    the same side is still alive: two files are never loaded whole."""
+    import dataclasses
+    import importlib
+    import weakref
+
+    # the package exports the function compare, which hides the module of the same name
+    module = importlib.import_module("tailwise.similarity.compare")
+
+    model = _model(0)
+    path_a = _save(model.state_dict(), tmp_path / "a.safetensors")
+    path_b = _save(_perturbed(model), tmp_path / "b.safetensors")
+    loads: dict[str, list[str]] = {"a": [], "b": []}
+    alive: dict[str, list[weakref.ref[Tensor]]] = {"a": [], "b": []}
+    most_alive = {"a": 0, "b": 0}
+    real_iter_layers: Callable[..., Iterator[LayerWeights]] = module.iter_layers
+
+    def counting(source: object, **kwargs: object) -> Iterator[LayerWeights]:
+        side = "a" if source == path_a else "b"
+        for record in real_iter_layers(source, **kwargs):
+
+            def loader(record: LayerWeights = record, side: str = side) -> Tensor:
+                live = sum(ref() is not None for ref in alive[side])
+                most_alive[side] = max(most_alive[side], live)
+                tensor = record.loader()
+                loads[side].append(record.name)
+                alive[side].append(weakref.ref(tensor))
+                return tensor
+
+            yield dataclasses.replace(record, loader=loader)
+
+    monkeypatch.setattr(module, "iter_layers", counting)
+    df = compare(path_a, path_b, progress=False)
+    assert (df["status"] != "failed").all()
+    for side in ("a", "b"):
+        assert sorted(loads[side]) == sorted(model.state_dict())  # every tensor once
+        assert most_alive[side] == 0  # the previous tensor was freed before the next read
