@@ -105,5 +105,8 @@ def check_float_dtype(where: str, dtype: torch.dtype) -> None:
 
 def images_to_tensor(images: NDArray[np.uint8], dtype: torch.dtype) -> torch.Tensor:
     """uint8 images (any shape) as ``dtype`` values v / 255 in [0, 1], in memory of their own
-    (the input may be a read-only view of a file's bytes)."""
-    return torch.from_numpy(np.array(images, dtype=np.uint8)).to(dtype).div_(255)
+    (the input may be a read-only view of a file's bytes): one copy, straight to ``dtype``."""
+    numpy_dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(dtype)
+    if numpy_dtype is None:  # float16 / bfloat16: through a uint8 copy
+        return torch.from_numpy(np.array(images, dtype=np.uint8)).to(dtype).div_(255)
+    return torch.from_numpy(images.astype(numpy_dtype)).div_(255)
