@@ -23,6 +23,7 @@ PACKAGES = (
     "tailwise.models",
     "tailwise.prune",
     "tailwise.report",
+    "tailwise.similarity",
     "tailwise.tails",
     "tailwise.train",
 )

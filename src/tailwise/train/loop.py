@@ -215,6 +215,7 @@ def fit(
     device: str | torch.device | None = None,
     progress: bool = True,
     seed: int | None = None,
+    initial_epoch: int = 0,
 ) -> History:
     """Train ``model`` in place for ``epochs`` passes over ``train_loader``; return its History.
 
@@ -242,6 +243,9 @@ def fit(
             state is restored afterwards. The model's initialization is not affected: seed
             before building the model. A loader with its own generator (``digits_loaders``)
             is reproducible when rebuilt with the same seed.
+        initial_epoch: the 0-based index of the first epoch to run, for resuming: epochs
+            ``initial_epoch .. epochs - 1`` run, callbacks and the progress bar see those
+            indices, and the History holds only them. ``epochs`` is the run's total.
 
     >>> from tailwise.data import digits_loaders
     >>> from tailwise.models import MLP
@@ -251,6 +255,10 @@ def fit(
     (2, 2)
     """
     _check_fit_args(epochs, lr, momentum, weight_decay, seed)
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int):
+        raise ValueError(f"fit: initial_epoch must be an int, got {initial_epoch!r}")
+    if not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"fit: initial_epoch must be in [0, epochs={epochs}], got {initial_epoch}")
     loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
     callbacks = tuple(callbacks)
     loss_terms = tuple(loss_terms)
@@ -260,15 +268,16 @@ def fit(
             model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
         )
     batches_per_epoch = _length(train_loader)
-    total = None if batches_per_epoch is None else epochs * batches_per_epoch
+    remaining = epochs - initial_epoch
+    total = None if batches_per_epoch is None else remaining * batches_per_epoch
     history = History()
-    step = 0
+    step = 0 if batches_per_epoch is None else initial_epoch * batches_per_epoch
     with (
         torch_work(),
         _seeded(seed, target_device),
         progress_task("training", total, progress) as advance,
     ):
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             model.train()
             advance(0, description=f"epoch {epoch + 1}/{epochs}")
             for callback in callbacks:

@@ -528,6 +528,7 @@ def fit_regularized(
     device: str | torch.device | None = None,
     progress: bool = True,
     seed: int | None = None,
+    initial_epoch: int = 0,
 ) -> History:
     """:func:`tailwise.train.fit` with ``regularizer`` applied between backward and step.
 
@@ -536,6 +537,8 @@ def fit_regularized(
     unit for tau) or the 0-based global step (``"step"``). It works through an optimizer step
     pre-hook (removed on return) and a wrapper of ``train_loader`` that records the current
     batch, so :func:`fit` itself is unchanged; the batch is moved to the model's device.
+    The step count continues from ``regularizer.stats.steps``, so a regularizer restored with
+    ``load_state_dict`` and ``initial_epoch`` resume a run where it stopped.
 
     Arguments are :func:`fit`'s, except that the default optimizer is plain SGD
     (``momentum=0``, as in 004) over the model's parameters, and ``loss_fn`` (default
@@ -559,7 +562,7 @@ def fit_regularized(
         )
     recorder = _RecordingLoader(train_loader)
     clock = _Clock()
-    steps = 0
+    steps = regularizer.stats.steps
 
     def before_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         nonlocal steps
@@ -586,6 +589,7 @@ def fit_regularized(
             device=device,
             progress=progress,
             seed=seed,
+            initial_epoch=initial_epoch,
         )
     finally:
         handle.remove()
