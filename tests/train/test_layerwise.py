@@ -638,3 +638,36 @@ def test_layerwise_lr_rejects_groups_it_cannot_use() -> None:
     _, other = build(model, mapping="sqrt")
     with pytest.raises(UsageError, match="mapping"):
         other.load_state_dict(scheduler.state_dict())
+
+
+def test_pruned_layers_train_layerwise_and_their_pruned_weights_stay_zero() -> None:
+    """A model pruned with torch.nn.utils.prune trains through ``weight_orig``: its layers get
+    their own groups (not the rest group), alpha is measured on weight_orig * mask (the
+    matrix the model uses), and the pruned entries are still zero after training."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = SmallCNN(channels=(16, 32, 32))
+    dense_groups = layer_param_groups(model, 0.1, skip_first_last=False, min_evals=10)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            prune.l1_unstructured(module, "weight", amount=0.5)
+    groups = layer_param_groups(model, 0.1, skip_first_last=False, min_evals=10)
+    assert [g["layer"] for g in groups] == [g["layer"] for g in dense_groups]
+    for group in groups[:-1]:
+        module = model.get_submodule(group["layer"])
+        assert any(p is module.weight_orig for p in group["params"])
+    optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+    scheduler = LayerwiseLR(optimizer, model, mapping="sqrt", total_steps=2)
+    layer = groups[1]["layer"]
+    module = model.get_submodule(layer)
+    masked = (module.weight_orig * module.weight_mask).detach()
+    alone = analyze({"w": masked}, fit="median", progress=False)
+    assert scheduler.alphas[layer] == pytest.approx(float(alone["alpha"].iloc[0]), rel=1e-6)
+    unmasked = analyze({"w": module.weight_orig.detach()}, fit="median", progress=False)
+    assert scheduler.alphas[layer] != pytest.approx(float(unmasked["alpha"].iloc[0]), rel=1e-3)
+    train, _ = digits_loaders(batch_size=64, seed=0)
+    fit(model, train, epochs=2, optimizer=optimizer, callbacks=[scheduler], progress=False)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            assert torch.all(module.weight[module.weight_mask == 0] == 0)

@@ -23,12 +23,25 @@ from tailwise.train.regularizers import (
     regularized_step,
     selection_mask,
 )
+from tailwise.train.runs import (
+    REGULARIZER_NAMES,
+    SCHEDULES,
+    FinetuneResult,
+    TrainConfig,
+    TrainRun,
+    finetune,
+    read_metrics,
+    train_run,
+)
 
 __all__ = [
     "L2",
     "LR_MAPPINGS",
+    "REGULARIZER_NAMES",
+    "SCHEDULES",
     "TABLE_4_2",
     "Callback",
+    "FinetuneResult",
     "History",
     "Hyperparameters",
     "L2Stopped",
@@ -40,11 +53,16 @@ __all__ = [
     "RegularizerStats",
     "SelectiveL2",
     "TimeUnit",
+    "TrainConfig",
+    "TrainRun",
     "allocate_lr",
     "evaluate",
+    "finetune",
     "fit",
     "fit_regularized",
     "layer_param_groups",
+    "read_metrics",
     "regularized_step",
     "selection_mask",
+    "train_run",
 ]

@@ -329,8 +329,25 @@ def _conv_mode(shape: Sequence[int], kind: LayerKind) -> ConvMode:
     return ConvMode.POOLED
 
 
+def _trainable_weight(module: nn.Module) -> nn.Parameter | None:
+    """The parameter that trains ``module``'s weight: ``weight``, or ``weight_orig`` when
+    ``torch.nn.utils.prune`` (or :mod:`tailwise.prune`'s masks) made ``weight`` a computed
+    tensor; None if there is none."""
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, nn.Parameter):
+        return weight
+    original = getattr(module, "weight_orig", None)
+    return original if isinstance(original, nn.Parameter) else None
+
+
 def _weight(module: nn.Module) -> Tensor:
-    """The module's weight, detached (a view of the live values)."""
+    """The module's effective weight, detached: the live values, or for a pruned module
+    ``weight_orig * weight_mask`` as of now (``module.weight`` is only refreshed by a forward
+    pass, so it can lag the last optimizer step)."""
+    original = getattr(module, "weight_orig", None)
+    mask = getattr(module, "weight_mask", None)
+    if isinstance(original, Tensor) and isinstance(mask, Tensor):
+        return (original.detach() * mask.to(original.dtype)).detach()
     weight = module.weight
     assert isinstance(weight, Tensor)
     return weight.detach()
@@ -346,14 +363,15 @@ def _num_evals(weight: Tensor, kind: LayerKind) -> int:
 
 
 def _analysed_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv1d/2d/3d and Linear modules with a trainable weight, in registration order."""
-    return [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, ANALYSED_MODULES)
-        and isinstance(getattr(module, "weight", None), nn.Parameter)
-        and module.weight.requires_grad
-    ]
+    """Conv1d/2d/3d and Linear modules with a trainable weight (``weight``, or ``weight_orig``
+    of a pruned module), in registration order."""
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, ANALYSED_MODULES):
+            weight = _trainable_weight(module)
+            if weight is not None and weight.requires_grad:
+                out.append((name, module))
+    return out
 
 
 def _norm_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -551,7 +569,7 @@ def layer_param_groups(
     chosen: list[str] = []
     for name in order:
         module = by_name[name]
-        weight_name = param_names.get(id(module.weight), "")
+        weight_name = param_names.get(id(_trainable_weight(module)), "").removesuffix("_orig")
         if include_re is not None and not include_re.search(weight_name):
             continue
         if exclude_re is not None and exclude_re.search(weight_name):
@@ -822,8 +840,8 @@ class LayerwiseLR(Callback):
                     f"{where}: group {index} names layer {name!r}, which is not a module of "
                     f"the model"
                 ) from None
-            weight = getattr(module, "weight", None)
-            if not isinstance(weight, Tensor) or weight.ndim < 2:
+            weight = _trainable_weight(module)
+            if weight is None or weight.ndim < 2:
                 raise UsageError(
                     f"{where}: layer {name!r} (group {index}) has no weight matrix to analyse"
                 )
@@ -892,6 +910,16 @@ class LayerwiseLR(Callback):
     def layers(self) -> list[str]:
         """Names of the layer groups, in group order."""
         return [name for name, _ in self._layers.values()]
+
+    @property
+    def base_lr(self) -> float:
+        """lr_t as last applied (the base schedule's rate, before the layer allocation)."""
+        return float(self._records[-1][1])
+
+    @property
+    def layer_lrs(self) -> dict[str, float]:
+        """``{layer: lr}`` of the layer groups as last set."""
+        return {name: self._last_lr[index] for index, (name, _) in self._layers.items()}
 
     def _base_lr_now(self) -> float:
         """lr_t at ``last_epoch`` (cosine), or the wrapped scheduler's current reference lr."""

@@ -1,0 +1,294 @@
+"""Training runs: the run directory, resuming after a real SIGKILL, fine-tuning a pruned
+model, and the errors a user can hit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from tailwise import UsageError, load_model
+from tailwise.models import MLP
+from tailwise.train import (
+    LR_MAPPINGS,
+    TrainConfig,
+    finetune,
+    read_metrics,
+    train_run,
+)
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+# ResNet20 at 1/4 width on 8x8 digits, with BatchNorm, augmentation and layer-wise rates: every
+# piece of state a resume must restore (weights, BN statistics, momentum, the schedule's
+# alphas and random generator, the loader's epoch) is in play.
+RESUMABLE: dict[str, Any] = {
+    "model": "resnet20",
+    "width": 0.25,
+    "data": "digits",
+    "epochs": 5,
+    "batch_size": 128,
+    "layerwise": "normal",
+    "augment": "standard",
+    "seed": 3,
+}
+
+
+def _weights(run_dir: Path, name: str = "last.safetensors") -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / name))
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        # The same operations in the same order on one machine: equal up to float noise
+        # (no claim of bit-exactness across BLAS builds).
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_a_run_directory_holds_config_metrics_checkpoints_and_state(tmp_path: Path) -> None:
+    config = {**RESUMABLE, "epochs": 3, "schedule": "step", "layerwise": "sqrt"}
+    run = train_run(config, tmp_path / "run", progress=False)
+    run_dir = tmp_path / "run"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "best.safetensors",
+        "config.json",
+        "last.safetensors",
+        "metrics.jsonl",
+        "state.pt",
+    ]
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert TrainConfig.from_dict(stored) == TrainConfig.from_dict(config)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    # step schedule over 3 epochs: x0.1 at epochs 1 and 2 (50% and 75%, at least 1)
+    assert [row["lr"] for row in rows] == pytest.approx([0.1, 0.01, 0.001])
+    for row in rows:
+        assert 0 <= row["train_acc"] <= 1 and 0 <= row["test_acc"] <= 1
+        assert set(row["lrs"]) == set(row["alphas"]) and len(row["lrs"]) >= 10
+        # "sqrt" is normalized: the mean layer lr is the base lr (eq. 2.13 on sqrt(alpha))
+        mean = sum(row["lrs"].values()) / len(row["lrs"])
+        assert mean == pytest.approx(row["lr"], rel=1e-9)
+        assert len(set(row["lrs"].values())) > 1
+    table = read_metrics(run_dir)
+    assert list(table["epoch"]) == [1, 2, 3]
+    assert {f"alpha[{name}]" for name in rows[0]["alphas"]} <= set(table.columns)
+    assert table.equals(run.metrics)
+    best = max(range(3), key=lambda i: (rows[i]["test_acc"], -i))
+    assert run.best_epoch == best + 1 and run.best_acc == rows[best]["test_acc"]
+    # the checkpoints load as models (architecture in the file) and are the trained weights
+    model = load_model(run_dir / "last.safetensors")
+    state = run.model.state_dict()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, state[key].cpu(), rtol=0, atol=0)
+    best_meta = load_model(run_dir / "best.safetensors")
+    assert isinstance(best_meta, nn.Module)
+
+
+def test_the_baseline_records_alphas_and_gives_every_layer_the_base_rate(tmp_path: Path) -> None:
+    run = train_run({**RESUMABLE, "epochs": 2, "layerwise": None, "augment": None}, progress=False)
+    lr_columns = [c for c in run.metrics.columns if c.startswith("lr[")]
+    alpha_columns = [c for c in run.metrics.columns if c.startswith("alpha[")]
+    assert lr_columns and len(alpha_columns) == len(lr_columns)
+    for _, row in run.metrics.iterrows():
+        assert all(row[c] == pytest.approx(row["lr"]) for c in lr_columns)
+        assert all(1 < row[c] < 20 for c in alpha_columns)
+
+
+def _spawn(config: dict[str, Any], out: Path) -> subprocess.Popen[bytes]:
+    code = (
+        "import json, sys\n"
+        "from tailwise.train import train_run\n"
+        "train_run(json.loads(sys.argv[1]), sys.argv[2], progress=False)\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(config), str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _completed_epochs(run_dir: Path) -> int:
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        return 0
+    return len(metrics.read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_ends_with_the_weights_of_an_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    whole = tmp_path / "whole"
+    uninterrupted = train_run(RESUMABLE, whole, progress=False)
+
+    killed = tmp_path / "killed"
+    process = _spawn(RESUMABLE, killed)
+    deadline = time.monotonic() + 240
+    while _completed_epochs(killed) < 2:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.monotonic() < deadline, "the run did not finish 2 epochs in 240 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    done = _completed_epochs(killed)
+    assert 2 <= done < RESUMABLE["epochs"], "the run finished before it could be killed"
+
+    with pytest.raises(UsageError, match="already holds a run"):
+        train_run(RESUMABLE, killed, progress=False)
+    resumed = train_run({}, killed, resume=True, progress=False)  # settings from config.json
+    assert resumed.resumed_from >= done
+    _assert_same_weights(_weights(whole), _weights(killed))
+    assert list(resumed.metrics["epoch"]) == list(range(1, RESUMABLE["epochs"] + 1))
+    for column in ("train_loss", "test_acc", "lr"):
+        assert resumed.metrics[column].tolist() == pytest.approx(
+            uninterrupted.metrics[column].tolist(), rel=1e-5, abs=1e-7
+        )
+    alphas = [c for c in uninterrupted.metrics.columns if c.startswith("alpha[")]
+    assert resumed.metrics[alphas].to_numpy() == pytest.approx(
+        uninterrupted.metrics[alphas].to_numpy(), rel=1e-4
+    )
+
+
+def test_resume_continues_from_the_last_completed_epoch(tmp_path: Path) -> None:
+    """In process: a run of 3 epochs, extended to 4 by resuming is not allowed (settings
+    differ), while resuming a finished run returns at once with its metrics."""
+    config = {**RESUMABLE, "model": "mlp", "width": 1.0, "augment": None, "epochs": 2}
+    first = train_run(config, tmp_path / "run", progress=False)
+    again = train_run(config, tmp_path / "run", resume=True, progress=False)
+    assert again.resumed_from == 2
+    assert again.metrics.equals(first.metrics)
+    _assert_same_weights(first.model.state_dict(), again.model.state_dict())
+    with pytest.raises(UsageError, match=r"different settings \(epochs: 2 -> 4\)"):
+        train_run({**config, "epochs": 4}, tmp_path / "run", resume=True, progress=False)
+
+
+def test_resume_in_an_empty_folder_starts_afresh(tmp_path: Path) -> None:
+    config = {"model": "mlp", "data": "digits", "epochs": 1, "batch_size": 256}
+    run = train_run(config, tmp_path / "new", resume=True, progress=False)
+    assert run.resumed_from == 0 and list(run.metrics["epoch"]) == [1]
+
+
+def test_a_regularized_run_resumes_with_the_regularizer_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash right after epoch 1's commit point (state.pt written), then a resume: the
+    regularizer's step count and phase (L2 before tau, Selective L2 after) carry over."""
+    from tailwise.train import runs
+
+    config = {
+        "model": "mlp",
+        "data": "digits",
+        "epochs": 2,
+        "batch_size": 256,
+        "regularizer": "l2-stopped-selective",
+        "reg_tau": 1,
+        "reg_lambda": 1e-3,
+    }
+    whole = train_run(config, tmp_path / "whole", progress=False)
+    state = torch.load(tmp_path / "whole" / "state.pt", weights_only=True)
+    assert state["regularizer"]["steps"] == 2 * 6  # 1437 images in batches of 256
+
+    commit = runs._EpochLog._commit
+
+    def crash_after_first(self: Any, model: nn.Module, improved: bool) -> None:
+        commit(self, model, improved)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs._EpochLog, "_commit", crash_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "crashed", progress=False)
+    monkeypatch.setattr(runs._EpochLog, "_commit", commit)
+    assert _completed_epochs(tmp_path / "crashed") == 1
+    resumed = train_run({}, tmp_path / "crashed", resume=True, progress=False)
+    assert resumed.resumed_from == 1
+    _assert_same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "crashed"))
+    assert resumed.metrics["train_loss"].tolist() == pytest.approx(
+        whole.metrics["train_loss"].tolist(), rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("mapping", LR_MAPPINGS)
+def test_every_mapping_trains(mapping: str) -> None:
+    config = {"model": "mlp", "data": "digits", "epochs": 1, "batch_size": 256}
+    run = train_run({**config, "layerwise": mapping}, progress=False)
+    assert run.metrics["train_loss"].notna().all()
+
+
+def test_finetune_a_pruned_model_with_layerwise_rates_keeps_pruned_weights_zero() -> None:
+    from tailwise.data import digits_loaders
+    from tailwise.prune import prune_magnitude
+    from tailwise.train import fit
+
+    torch.manual_seed(0)
+    model = MLP(64, [256, 256, 128], 10)
+    train, _ = digits_loaders(batch_size=64, seed=0, flatten=True)
+    fit(model, train, epochs=3, lr=0.1, progress=False, seed=0)
+    model = prune_magnitude(model, 0.9, progress=False).model
+    masks = {
+        name: module.weight_mask.clone()
+        for name, module in model.named_modules()
+        if hasattr(module, "weight_mask")
+    }
+    assert masks
+    result = finetune(model, "digits", epochs=2, lr=0.02, layerwise="tb", progress=False)
+    assert result.model is model
+    assert result.accuracy_after > result.accuracy_before
+    lr_columns = [c for c in result.metrics.columns if c.startswith("lr[")]
+    assert lr_columns, "the pruned layers got layer-wise rates"
+    for name, mask in masks.items():
+        module = model.get_submodule(name)
+        weight = module.weight_orig * module.weight_mask
+        assert torch.all(weight[mask == 0] == 0)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model": "resnet99"}, "unknown model 'resnet99'"),
+        ({"model": "resnet20", "data": "mnist1d"}, "only 'mlp' takes them"),
+        ({"model": "lenet5", "data": "digits"}, "cannot take the digits inputs"),
+        ({"model": "mlp", "layerwise": "fancy"}, "layerwise must be one of"),
+        ({"model": "mlp", "epochs": 0}, "epochs must be an int >= 1"),
+        ({"model": "mlp", "lr": -1.0}, "lr must be a number > 0"),
+        ({"model": "mlp", "schedule": "linear"}, "schedule must be one of cosine, step"),
+        ({"model": "mlp", "regularizer": "l1"}, "regularizer must be one of"),
+        ({"model": "mlp", "shape": 3}, r"unknown field\(s\) \['shape'\]"),
+        ({"model": "mlp", "data": "no/such/folder"}, "no/such/folder"),
+    ],
+)
+def test_bad_settings_are_clear_errors(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        train_run({"epochs": 1, **config}, progress=False)
+
+
+def test_a_file_where_the_run_folder_should_be_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "run"
+    target.write_text("not a folder")
+    with pytest.raises(UsageError, match="is a file"):
+        train_run({"model": "mlp", "epochs": 1}, target, progress=False)
+    assert target.read_text() == "not a folder"
+
+
+def test_a_damaged_state_file_is_named(tmp_path: Path) -> None:
+    config = {"model": "mlp", "data": "digits", "epochs": 1, "batch_size": 256}
+    train_run(config, tmp_path / "run", progress=False)
+    (tmp_path / "run" / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(UsageError, match=r"state\.pt: not a readable tailwise run state"):
+        train_run(config, tmp_path / "run", resume=True, progress=False)
