@@ -1,4 +1,5 @@
-"""Command-line front end: ``tailwise analyze``, ``tails``, ``prune`` and ``hessian``.
+"""Command-line front end: ``tailwise analyze``, ``tails``, ``prune``, ``hessian``,
+``train`` and ``compare``.
 
 Thin layer: each command parses its options, calls the library (the function named in its
 docstring does the work; a Python user gets the same), prints a rich table and writes files
@@ -329,12 +330,34 @@ def prune(
         typer.Option(help="Example input shape for tracing and FLOPs, e.g. 1,3,32,32"),
     ] = None,
     trust_pickle: TrustPickle = False,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Measure test accuracy before/after on: digits | mnist1d | a MNIST / CIFAR "
+            "folder (default for the reference network: digits)"
+        ),
+    ] = None,
+    finetune: Annotated[
+        int,
+        typer.Option(
+            "--finetune", metavar="EPOCHS", help="Fine-tune the pruned model for EPOCHS on --data"
+        ),
+    ] = 0,
+    layerwise: Annotated[
+        str | None,
+        typer.Option(
+            help="Layer-wise lr of the fine-tuning from alpha: tb | sqrt | ... (source 000)"
+        ),
+    ] = None,
+    lr: Annotated[float, typer.Option(help="Base learning rate of the fine-tuning")] = 0.01,
     columns: Columns = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No table")] = False,
 ) -> None:
-    """Prune a model with layer-wise ratios; write it and a report (tailwise.prune.prune)."""
+    """Prune a model with layer-wise ratios; write it and a report (tailwise.prune.prune;
+    --finetune: tailwise.train.finetune)."""
     console = make_console()
     with _user_errors() as errors:
+        from tailwise._errors import UsageError
         from tailwise._io import check_output_path
         from tailwise.loading import example_inputs, has_architecture, load_model
         from tailwise.prune import FILE_METHODS, prune_file, save_pruned
@@ -343,8 +366,21 @@ def prune(
 
         check_output_path(report, (".html", ".htm", *TABLE_SUFFIXES), "--report")
         shown = select_columns(columns, _PRUNE_SHOWN, REPORT_COLUMNS)
+        if finetune < 0:
+            raise UsageError(f"--finetune must be a number of epochs >= 0, got {finetune}")
+        if layerwise is not None and not finetune:
+            raise UsageError("--layerwise sets the fine-tuning's learning rates: add --finetune")
+        if data is None and source is None:
+            data = "digits"  # the reference network's data
+        if finetune and data is None:
+            raise UsageError("--finetune needs --data (digits, mnist1d or a MNIST / CIFAR folder)")
         path, label = _resolve_source(source, quiet, errors)
         if model is None and method in FILE_METHODS and not has_architecture(path):
+            if data is not None and source is not None:
+                raise UsageError(
+                    f"{source} records no architecture, so it is pruned as a weights file and "
+                    "cannot run on --data; give --model to build the network"
+                )
             # Weights without an architecture: masks need no model, prune the file itself.
             found = prune_file(
                 path,
@@ -359,7 +395,7 @@ def prune(
                 trust_pickle=trust_pickle,
                 progress=not quiet,
             )
-            _print_pruned(console, found, shown, label, None, quiet)
+            _print_pruned(console, found, shown, label, None, quiet, None, None)
             if found.written and not quiet:
                 console.print(f"wrote {len(found.written)} file(s) to {plain(found.out)}")
             for skipped in found.not_copied:
@@ -381,11 +417,25 @@ def prune(
             progress=not quiet,
         )
         accuracy = None
-        if source is None:
-            from tailwise.reference import reference_accuracy
+        tuned = None
+        if data is not None:
+            from tailwise.train import accuracy_on
+            from tailwise.train import finetune as run_finetune
 
-            accuracy = (reference_accuracy(net), reference_accuracy(result.model))
-        _print_pruned(console, result, shown, label, accuracy, quiet)
+            before = accuracy_on(net, data)
+            if finetune:
+                tuned = run_finetune(
+                    result.model,
+                    data,
+                    epochs=finetune,
+                    lr=lr,
+                    layerwise=layerwise,
+                    progress=not quiet,
+                )
+                accuracy = (before, tuned.accuracy_after)
+            else:
+                accuracy = (before, accuracy_on(result.model, data))
+        _print_pruned(console, result, shown, label, accuracy, quiet, data, tuned)
         if out is not None:
             save_pruned(result, out)
             _wrote(console, quiet, out)
@@ -399,6 +449,8 @@ def _print_pruned(
     label: str,
     accuracy: tuple[float, float] | None,
     quiet: bool,
+    data: str | None,
+    tuned: Any,
 ) -> None:
     if quiet:
         return
@@ -410,9 +462,15 @@ def _print_pruned(
     )
     if not math.isnan(totals["flops_ratio"]):
         line += f"; FLOPs {totals['flops_ratio']:.1%} kept"
-    if accuracy is not None:
-        line += f"; digits test accuracy {accuracy[0]:.2%} -> {accuracy[1]:.2%}"
+    if accuracy is not None and tuned is None:
+        line += f"; {data} test accuracy {accuracy[0]:.2%} -> {accuracy[1]:.2%}"
     console.print(line)
+    if tuned is not None and accuracy is not None:
+        epochs = len(tuned.metrics)
+        console.print(
+            f"{data} test accuracy: {accuracy[0]:.2%} before pruning, {tuned.accuracy_before:.2%} "
+            f"pruned, {tuned.accuracy_after:.2%} after fine-tuning {epochs} epoch(s)"
+        )
 
 
 def _prune_report(
@@ -435,9 +493,10 @@ def _prune_report(
 @app.command(cls=_Command)
 def hessian(
     source: ModelSource = None,
-    data: Annotated[str, typer.Option(help="Data the loss is taken over: digits | mnist1d")] = (
-        "digits"
-    ),
+    data: Annotated[
+        str,
+        typer.Option(help="Data the loss is taken over: digits | mnist1d | a MNIST / CIFAR folder"),
+    ] = "digits",
     samples: Annotated[int, typer.Option(help="Number of training examples used")] = 512,
     batch_size: Annotated[int, typer.Option(help="Examples per Hessian-vector pass")] = 256,
     top_k: Annotated[int, typer.Option("--top-k", help="Number of top eigenvalues")] = 5,
@@ -530,6 +589,165 @@ def _print_hessian(console: Console, found: Any, label: str, data: str, samples:
     if found.trace is not None:
         line += f"; trace {found.trace:.6g} +- {found.trace_std_error:.2g} (Hutch++)"
     console.print(line + f"; {found.seconds:.1f} s")
+
+
+def _explicit(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (command line or environment), not defaulted."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+_TRAIN_SHOWN = columns("epoch! train_loss train_acc test_loss test_acc! lr seconds")
+
+
+@app.command(cls=_Command)
+def train(
+    ctx: typer.Context,
+    model: Annotated[
+        str, typer.Option(help="resnet20 | resnet18 | vgg19 | mlp | ... (tailwise.models)")
+    ] = "resnet20",
+    data: Annotated[str, typer.Option(help="digits | mnist1d | a MNIST / CIFAR folder")] = "digits",
+    epochs: Annotated[int, typer.Option(help="Epochs of the whole run")] = 200,
+    batch_size: Annotated[int, typer.Option(help="Training examples per step")] = 128,
+    lr: Annotated[float, typer.Option(help="Base learning rate")] = 0.1,
+    momentum: Annotated[float, typer.Option(help="SGD momentum")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="SGD weight decay")] = 5e-4,
+    schedule: Annotated[
+        str, typer.Option(help="cosine (source 000 eq. 2.12) | step (x0.1 at 50% and 75%)")
+    ] = "cosine",
+    layerwise: Annotated[
+        str | None,
+        typer.Option(help="Layer-wise lr from alpha: tb | sqrt | identity | ... (source 000)"),
+    ] = None,
+    regularizer: Annotated[
+        str | None,
+        typer.Option(help="metric | selective-l2 | l2-stopped | l2-stopped-selective (004)"),
+    ] = None,
+    reg_lambda: Annotated[float, typer.Option(help="Regularization rate lambda")] = 1e-4,
+    reg_omega: Annotated[float, typer.Option(help="Selective L2 threshold omega")] = 0.01,
+    reg_tau: Annotated[int, typer.Option(help="Epochs of L2 before it stops (tau)")] = 10,
+    width: Annotated[float, typer.Option(help="Width multiplier of the model")] = 1.0,
+    augment: Annotated[str | None, typer.Option(help="standard (crop + flip) | augmix")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialization, shuffling, augmentation")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run directory: config, metrics.jsonl, checkpoints"),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", metavar="", help="Continue the run in --out from its last completed epoch"
+        ),
+    ] = False,
+    device: Annotated[str | None, typer.Option(help="Torch device, e.g. cuda")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", metavar="", help="No progress bar and no table")
+    ] = False,
+) -> None:
+    """Train a model of the zoo, optionally with layer-wise lr (tailwise.train.train_run).
+
+    With --resume only the options given on the command line are checked against the stored
+    run; the others come from its config.json."""
+    console = make_console()
+    with _user_errors():
+        from tailwise.train import TrainConfig, train_run
+
+        fields = set(TrainConfig.__dataclass_fields__)
+        given = {
+            name: value
+            for name, value in ctx.params.items()
+            if name in fields and (not resume or _explicit(ctx, name))
+        }
+        run = train_run(given, out, resume=resume, device=device, progress=not quiet)
+        if quiet:
+            return
+        if run.resumed_from and run.resumed_from >= len(run.metrics):
+            console.print(f"the run in {plain(out)} had already finished")
+        title = f"tailwise train: {run.run_dir or 'not written'}"
+        shown_rows = run.metrics.tail(10).assign(
+            note=lambda df: ["best" if e == run.best_epoch else "" for e in df["epoch"]]
+        )
+        print_rows(console, shown_rows, _TRAIN_SHOWN, title, "note")
+        last = run.metrics.iloc[-1]
+        console.print(
+            f"{len(run.metrics)} epochs; test accuracy {last['test_acc']:.2%} last, "
+            f"{run.best_acc:.2%} best (epoch {run.best_epoch})"
+        )
+        if run.run_dir is not None:
+            _wrote(console, quiet, run.run_dir)
+
+
+_COMPARE_SHOWN = columns(
+    "name! N M rel_frobenius!:rel_F sv_distance:sv_dist esd_distance:esd_dist "
+    "cka alpha_a alpha_b delta_alpha!"
+)
+
+
+@app.command(cls=_Command)
+def compare(
+    source_a: Annotated[str, typer.Argument(help="First weights (file or folder)")],
+    source_b: Annotated[str, typer.Argument(help="Second weights, same architecture")],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Also CKA of matching layers on this data (the test split): digits | "
+            "mnist1d | a MNIST / CIFAR folder; needs models (tailwise files or --model)"
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(help="Test examples CKA is computed on (default: up to 1024)"),
+    ] = None,
+    model: ModelFactory = None,
+    out: TableOut = None,
+    include: IncludeTensors = None,
+    exclude: ExcludeTensors = None,
+    trust_pickle: TrustPickle = False,
+    columns: Columns = None,
+    quiet: Quiet = False,
+) -> None:
+    """Compare two checkpoints layer by layer (tailwise.similarity.compare)."""
+    console = make_console()
+    with _user_errors():
+        from tailwise._io import check_output_path
+        from tailwise.similarity import COMPARE_COLUMNS
+        from tailwise.similarity import compare as run_compare
+
+        check_output_path(out, TABLE_SUFFIXES, "--out")
+        shown = select_columns(columns, _COMPARE_SHOWN, COMPARE_COLUMNS)
+        a: Any = source_a
+        b: Any = source_b
+        batches = None
+        if data is not None:  # CKA runs the two networks: build them
+            from tailwise.data import check_accepts, dataset_batches, resolve_dataset
+            from tailwise.loading import example_inputs, load_model
+
+            a = load_model(source_a, factory=model, trust_pickle=trust_pickle)
+            b = load_model(source_b, factory=model, trust_pickle=trust_pickle)
+            shape = example_inputs(a)
+            if samples is None:
+                samples = min(1024, len(resolve_dataset(data, "test")))
+            batches = dataset_batches(
+                data,
+                samples=samples,
+                batch_size=min(samples, 256),
+                input_shape=None if shape is None else tuple(shape.shape[1:]),
+                split="test",
+            )
+            check_accepts(a, batches, data)
+        df = run_compare(
+            a,
+            b,
+            data=batches,
+            include=include,
+            exclude=exclude,
+            trust_pickle=trust_pickle,
+            progress=not quiet,
+        )
+        if not quiet:
+            print_rows(console, df, shown, f"tailwise compare: {source_a} vs {source_b}", "status")
+        _write_table(df, out)
+        _wrote(console, quiet, out)
 
 
 def _version(value: bool) -> None:

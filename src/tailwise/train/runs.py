@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 from tailwise._errors import UsageError
 from tailwise._io import atomic_open, atomic_path
 from tailwise._seeds import derive_seed
-from tailwise.data import dataset_info, dataset_loaders
+from tailwise.data import check_accepts, dataset_info, dataset_loaders
 from tailwise.models import MLP, MODEL_NAMES, create_model
 from tailwise.prune import save_pruned
 from tailwise.train.layerwise import LR_MAPPINGS, LayerwiseLR, layer_param_groups
@@ -67,6 +67,7 @@ __all__ = [
     "FinetuneResult",
     "TrainConfig",
     "TrainRun",
+    "accuracy_on",
     "finetune",
     "read_metrics",
     "train_run",
@@ -686,6 +687,7 @@ def finetune(
     if device is not None:
         model.to(device)
     train_loader, test_loader = _loaders(config)
+    check_accepts(model, [next(iter(test_loader))], str(data))
     _, before = evaluate(model, test_loader)
     optimizer, schedule = _optimizer_and_schedule(
         model, config, epochs, _example(test_loader, model)
@@ -704,3 +706,28 @@ def finetune(
     _fit(model, train_loader, test_loader, config, optimizer, None, log, 0, progress)
     after = float(state.rows[-1]["test_acc"]) if state.rows else before
     return FinetuneResult(model, read_metrics(state.rows), before, after)
+
+
+def accuracy_on(
+    model: nn.Module,
+    data: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    batch_size: int = 256,
+) -> float:
+    """Accuracy of ``model`` on the ``split`` of ``data`` (as :attr:`TrainConfig.data`).
+
+    The model runs in eval mode on its own device (its modes are restored); every example
+    counts once. A model that does not take the data's inputs raises
+    :class:`~tailwise.UsageError` naming the shapes.
+
+    >>> from tailwise.reference import reference_model
+    >>> accuracy_on(reference_model(progress=False), "digits") > 0.9
+    True
+    """
+    train, test = dataset_loaders(data, batch_size)
+    loader = {"train": train, "test": test}.get(split)
+    if loader is None:
+        raise UsageError(f"accuracy_on: split must be 'train' or 'test', got {split!r}")
+    check_accepts(model, [next(iter(test))], str(data))
+    return evaluate(model, loader)[1]
