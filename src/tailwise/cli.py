@@ -303,6 +303,9 @@ def prune(
             "<analyze column>[:inverse], e.g. alpha or alpha:inverse"
         ),
     ] = "uniform",
+    epsilon: Annotated[
+        float, typer.Option(help="Spread of --allocate alpha_pruning: ratios 1 +- epsilon")
+    ] = 0.3,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the pruned model (.safetensors)")
     ] = None,
@@ -394,6 +397,7 @@ def prune(
                 center=center,
                 trust_pickle=trust_pickle,
                 progress=not quiet,
+                epsilon=epsilon,
             )
             _print_pruned(console, found, shown, label, None, quiet, None, None)
             if found.written and not quiet:
@@ -415,6 +419,7 @@ def prune(
             protect_outputs=protect_outputs,
             center=center,
             progress=not quiet,
+            epsilon=epsilon,
         )
         accuracy = None
         tuned = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import warnings
 from fractions import Fraction
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -398,3 +399,32 @@ def test_prune_with_alpha_pruning_meets_the_budget() -> None:
     assert report.loc["0", "achieved"] > report.loc["1", "achieved"]  # Gaussian pruned more
     zeros = [float((weight(result.model, name) == 0).double().mean()) for name in ("0", "1")]
     assert zeros == pytest.approx([report.loc["0", "achieved"], report.loc["1", "achieved"]])
+
+
+def test_epsilon_reaches_prune_and_prune_file(tmp_path: Path) -> None:
+    """``epsilon`` passes through prune() and prune_file(): the spread of the ratios follows
+    it, and both paths give the ratios of allocate() with that epsilon."""
+    from safetensors.torch import save_file
+
+    from tailwise.prune import prune_file
+
+    model = heavy_and_gaussian_model()
+    model.append(nn.Linear(128, 10, bias=False))
+    path = tmp_path / "weights.safetensors"
+    save_file(model.state_dict(), str(path))
+    spreads = []
+    for epsilon in (0.05, 0.45):
+        expected = allocate(model, 0.5, "alpha_pruning", exclude=r"^2\.weight$", epsilon=epsilon)
+        in_memory = prune(
+            model, 0.5, allocation="alpha_pruning", epsilon=epsilon, progress=False
+        ).report.set_index("layer")
+        on_disk = prune_file(
+            path, None, 0.5, allocation="alpha_pruning", epsilon=epsilon, progress=False
+        ).report.set_index("layer")
+        for name in ("0", "1"):
+            assert in_memory.loc[name, "ratio"] == pytest.approx(expected[name], rel=1e-9)
+            assert on_disk.loc[name, "ratio"] == pytest.approx(expected[name], rel=1e-9)
+        spreads.append(expected["0"] - expected["1"])
+    assert 0 < spreads[0] < spreads[1]
+    with pytest.raises(ValueError, match=r"epsilon must be in \[0, 1\)"):
+        prune(model, 0.5, allocation="alpha_pruning", epsilon=1.5, progress=False)

@@ -46,6 +46,7 @@ from tailwise._errors import UsageError
 from tailwise._io import atomic_path, check_output_path
 from tailwise._progress import progress_bar
 from tailwise.prune.allocate import (
+    ALPHA_PRUNING_EPSILON,
     METRIC_COLUMNS,
     Allocation,
     AllocationKind,
@@ -382,6 +383,7 @@ def _ratios(
     source: Path,
     trust_pickle: bool,
     progress: bool,
+    epsilon: float,
 ) -> dict[str, float]:
     names = [layer.name for layer in budgeted]
     if parsed.kind is AllocationKind.UNIFORM:
@@ -400,7 +402,7 @@ def _ratios(
         analysis = analyze(source, include=pattern, trust_pickle=trust_pickle, progress=progress)
     values = _layer_metric(analysis, column, names)
     sizes = [math.prod(layer.record.shape) for layer in budgeted]
-    found = parsed.ratios(values, sizes, ratio)
+    found = parsed.ratios(values, sizes, ratio, epsilon=epsilon)
     return dict(zip(names, found, strict=True))
 
 
@@ -612,6 +614,7 @@ def prune_file(
     analysis: pd.DataFrame | None = None,
     trust_pickle: bool = False,
     progress: bool = True,
+    epsilon: float = ALPHA_PRUNING_EPSILON,
 ) -> FilePruneResult:
     """Prune the weights stored in ``source`` without building a model; write them to ``out``.
 
@@ -628,6 +631,7 @@ def prune_file(
     model. ``allocation``, ``center``, ``include`` / ``exclude`` and ``analysis`` as in
     :func:`tailwise.prune.prune` (a metric allocation analyses ``source`` itself).
 
+    ``epsilon``: the spread of ``allocation="alpha_pruning"`` (:func:`alpha_pruning_ratios`).
     ``protect_outputs`` keeps the output layers unpruned (reported with ratio 0); a file has
     no graph, so they are found by name (:func:`file_output_layers`: :data:`HEAD_NAMES`, else
     the last layer). A layer holding NaN/Inf is left as it is, with the reason in its note.
@@ -686,7 +690,7 @@ def prune_file(
     if chosen is FileMethod.GLOBAL_MAGNITUDE:
         ratios = {layer.name: ratio for layer in budgeted}
     else:
-        ratios = _ratios(budgeted, ratio, parsed, analysis, path, trust_pickle, progress)
+        ratios = _ratios(budgeted, ratio, parsed, analysis, path, trust_pickle, progress, epsilon)
     plan = _Plan(chosen, {layer.name: ratios.get(layer.name, 0.0) for layer in selected}, center)
     if chosen is FileMethod.GLOBAL_MAGNITUDE:
         plan.cut = _global_cut(budgeted, ratio, center)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tailwise._errors import UsageError
 from tailwise._threads import torch_work
 from tailwise.prune.allocate import (
+    ALPHA_PRUNING_EPSILON,
     METRIC_COLUMNS,
     Allocation,
     AllocationKind,
@@ -126,6 +127,7 @@ def prune(
     analysis: pd.DataFrame | None = None,
     inplace: bool = False,
     progress: bool = True,
+    epsilon: float = ALPHA_PRUNING_EPSILON,
 ) -> PruneResult:
     """Prune ``model`` by ``method`` with layer-wise ratios from ``allocation``.
 
@@ -137,6 +139,7 @@ def prune(
     ``tailwise.analyze`` column, optionally ``":inverse"`` (see :func:`allocate`);
     ``"global-magnitude"`` takes ``"uniform"`` only (its threshold is the allocation).
     ``analysis``: a ``tailwise.analyze`` table of the model, reused instead of computed.
+    ``epsilon``: the spread of ``"alpha_pruning"`` (:func:`alpha_pruning_ratios`).
 
     ``ratio`` is the share of the selected layers' weights to remove (for uniform channel
     pruning: of every layer's output channels). ``protect_outputs`` (default) leaves the
@@ -192,7 +195,12 @@ def prune(
 
     curve = (
         allocation_curve(
-            model, allocation, analysis=analysis, include=include, exclude=budget_exclude
+            model,
+            allocation,
+            analysis=analysis,
+            include=include,
+            exclude=budget_exclude,
+            epsilon=epsilon,
         )
         if parsed.kind is not AllocationKind.UNIFORM
         else None
