@@ -353,3 +353,30 @@ def test_parse_shape_is_bounded() -> None:
 
 def test_prune_input_shape_too_large_is_one_line(jobs: dict[str, Run]) -> None:
     assert_one_line_error(jobs["input-shape"], "100000,100000", "10,000,000,000 elements")
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.5, 1.0])
+def test_ctrl_c_while_the_command_starts_up_is_status_130_without_traceback(
+    cache: Path, delay: float
+) -> None:
+    """SIGINT while ``tailwise`` is still importing torch and the package: the console script
+    enters through ``_tailwise_start``, which catches it (no import-machinery traceback)."""
+    script = Path(sys.executable).with_name("tailwise")
+    assert script.exists(), "the console script is installed with the package"
+    env = {**os.environ, "TAILWISE_CACHE_DIR": str(cache)}
+    process = subprocess.Popen(
+        [str(script), "analyze", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(delay)
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert "Traceback" not in stderr
+    assert process.returncode in (130, 0), stderr  # 0: it finished before the signal
+    if process.returncode == 130:
+        assert "interrupted" in stderr
