@@ -4,6 +4,13 @@ from typing import Any
 
 from tailwise.models.cnn import SmallCNN
 from tailwise.models.densenet import DenseNet, densenet40
+from tailwise.models.enresnet import (
+    EnResNet,
+    NoisyPreActBlock,
+    en2resnet20,
+    en5resnet20,
+    set_noise,
+)
 from tailwise.models.fcn import fcn4, fcn6
 from tailwise.models.init import (
     REGIMES,
@@ -16,6 +23,7 @@ from tailwise.models.init import (
 from tailwise.models.lenet import LeNet5, lenet5
 from tailwise.models.mlp import MLP
 from tailwise.models.mobilenet import MobileNetV2, mobilenet_v2
+from tailwise.models.normalize import Normalize, Normalized, with_normalization
 from tailwise.models.preact import (
     PreActResNet,
     WideResNet,
@@ -37,9 +45,13 @@ __all__ = [
     "VGG_CONFIGS",
     "BiasInit",
     "DenseNet",
+    "EnResNet",
     "InitRegime",
     "LeNet5",
     "MobileNetV2",
+    "NoisyPreActBlock",
+    "Normalize",
+    "Normalized",
     "PreActResNet",
     "ResNet",
     "SmallCNN",
@@ -47,6 +59,8 @@ __all__ = [
     "build_model",
     "create_model",
     "densenet40",
+    "en2resnet20",
+    "en5resnet20",
     "example_input_shape",
     "fcn4",
     "fcn6",
@@ -61,7 +75,9 @@ __all__ = [
     "resnet18",
     "resnet20",
     "resnet34",
+    "set_noise",
     "vgg19",
+    "with_normalization",
     "wrn28",
 ]
 

@@ -12,9 +12,11 @@ from torch import nn
 
 from tailwise.models.cnn import SmallCNN
 from tailwise.models.densenet import DenseNet
+from tailwise.models.enresnet import EnResNet
 from tailwise.models.lenet import LeNet5
 from tailwise.models.mlp import MLP
 from tailwise.models.mobilenet import MobileNetV2
+from tailwise.models.normalize import Normalized
 from tailwise.models.preact import PreActResNet, WideResNet
 from tailwise.models.resnet import ResNet
 from tailwise.models.vgg import VGG
@@ -32,6 +34,8 @@ MODEL_CLASSES: Mapping[str, type[nn.Module]] = MappingProxyType(
             WideResNet,
             MobileNetV2,
             LeNet5,
+            EnResNet,
+            Normalized,
         )
     }
 )
@@ -39,7 +43,7 @@ MODEL_CLASSES: Mapping[str, type[nn.Module]] = MappingProxyType(
 
 CIFAR_IMAGE_SIZE = 32
 """Side of the example input for models that take any image size (ResNet, DenseNet,
-PreActResNet, WideResNet, MobileNetV2)."""
+PreActResNet, WideResNet, MobileNetV2, EnResNet)."""
 
 
 def _class_and_arguments(architecture: Mapping[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
@@ -72,14 +76,22 @@ def _class_and_arguments(architecture: Mapping[str, Any]) -> tuple[type[nn.Modul
     return cls, arguments
 
 
+def _is_architecture(value: Any) -> bool:
+    """Whether a constructor argument is itself an architecture (a model to build first)."""
+    return isinstance(value, Mapping) and "class" in value
+
+
 def build_model(architecture: Mapping[str, Any]) -> nn.Module:
     """A freshly initialised model from ``{"class": <name>, **constructor arguments}``.
 
     ``architecture`` is what ``model.architecture()`` returns (JSON-serialisable, so it can
     be stored as checkpoint metadata); arguments left out take the constructor's defaults.
-    The classes are those of :data:`MODEL_CLASSES`. Raises ``ValueError`` for an unknown
-    class (listing the known ones) and for missing, unknown or invalid arguments (naming the
-    class). Parameters are drawn from torch's global generator, as by the constructor.
+    The classes are those of :data:`MODEL_CLASSES`. An argument that is itself an
+    architecture (a mapping with a ``"class"`` key, e.g. the ``"model"`` of a
+    :class:`~tailwise.models.normalize.Normalized`) is built first, the same way. Raises
+    ``ValueError`` for an unknown class (listing the known ones) and for missing, unknown or
+    invalid arguments (naming the class). Parameters are drawn from torch's global generator,
+    as by the constructor.
 
     >>> model = build_model({"class": "MLP", "in_features": 64, "num_classes": 10,
     ...                      "hidden": [512, 256, 128], "activation": "relu"})
@@ -87,6 +99,10 @@ def build_model(architecture: Mapping[str, Any]) -> nn.Module:
     [(512, 64), (256, 512), (128, 256), (10, 128)]
     """
     cls, arguments = _class_and_arguments(architecture)
+    arguments = {
+        key: build_model(value) if _is_architecture(value) else value
+        for key, value in arguments.items()
+    }
     try:
         return cls(**arguments)
     except TypeError as error:  # a wrongly typed argument, e.g. an int where a list belongs
@@ -98,14 +114,17 @@ def example_input_shape(architecture: Mapping[str, Any]) -> tuple[int, ...]:
 
     ``(1, in_features)`` for an MLP, ``(1, in_channels, image_size, image_size)`` for SmallCNN,
     VGG and LeNet5, and ``(1, in_channels, 32, 32)`` (CIFAR size) for ResNet, DenseNet,
-    PreActResNet, WideResNet and MobileNetV2, which take any image size. The architecture is
-    validated as by :func:`build_model`.
+    PreActResNet, WideResNet, MobileNetV2 and EnResNet, which take any image size; a
+    ``Normalized`` model takes its wrapped model's input. The architecture is validated as by
+    :func:`build_model`.
 
     >>> example_input_shape({"class": "VGG", "config": "vgg11"})
     (1, 3, 32, 32)
     """
     with torch.device("meta"):  # validates the arguments without allocating parameters
         model = build_model(architecture)
+    while isinstance(model, Normalized):
+        model = model.model
     if isinstance(model, MLP):
         return (1, model.in_features)
     if isinstance(model, SmallCNN | VGG | LeNet5):
@@ -113,6 +132,6 @@ def example_input_shape(architecture: Mapping[str, Any]) -> tuple[int, ...]:
     if isinstance(model, DenseNet):
         size = max(CIFAR_IMAGE_SIZE, 2 ** len(model.transitions))
         return (1, model.in_channels, size, size)
-    if isinstance(model, ResNet | PreActResNet | MobileNetV2):
+    if isinstance(model, ResNet | PreActResNet | MobileNetV2 | EnResNet):
         return (1, model.in_channels, CIFAR_IMAGE_SIZE, CIFAR_IMAGE_SIZE)
     raise AssertionError(f"example_input_shape: no rule for {type(model).__name__}")

@@ -13,6 +13,7 @@ from torch import nn
 from tailwise._errors import UsageError
 from tailwise.models.cnn import SmallCNN
 from tailwise.models.densenet import densenet40
+from tailwise.models.enresnet import en2resnet20, en5resnet20
 from tailwise.models.fcn import fcn4, fcn6
 from tailwise.models.lenet import lenet5
 from tailwise.models.mlp import MLP
@@ -85,6 +86,8 @@ _ENTRIES: Mapping[str, _Entry] = MappingProxyType(
         "preact_resnet20": _Entry(preact_resnet20, True),
         "preact_resnet38": _Entry(preact_resnet38, True),
         "preact_resnet56": _Entry(preact_resnet56, True),
+        "en2resnet20": _Entry(en2resnet20, True),
+        "en5resnet20": _Entry(en5resnet20, True),
         "mlp": _Entry(_mlp, False),
         "smallcnn": _Entry(_small_cnn, False),
     }
@@ -112,7 +115,9 @@ def create_model(
     is WRN-28-(10 w). ``kwargs`` go to the factory: ``dropout`` (wrn28-10), ``growth_rate`` /
     ``compression`` (densenet40), ``image_size`` (vgg19, fcn4, fcn6, mlp, smallcnn),
     ``batch_norm`` (vgg19), ``hidden`` / ``activation`` / ``bias`` (mlp), ``channels``
-    (smallcnn).
+    (smallcnn), ``noise_coef`` / ``noise`` (en2resnet20, en5resnet20: source 002's noisy
+    ensembles, :mod:`tailwise.models.enresnet`). A model that must take [0, 1] images with its
+    normalization inside goes through :func:`~tailwise.models.with_normalization`.
     ``mlp`` and ``smallcnn`` take (in_channels, 32, 32) images by default. Names are
     case-insensitive. Parameters are drawn from torch's global generator.
 
