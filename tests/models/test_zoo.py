@@ -22,6 +22,7 @@ from tailwise.models import (
     MODEL_NAMES,
     VGG,
     DenseNet,
+    EnResNet,
     LeNet5,
     MobileNetV2,
     PreActResNet,
@@ -92,6 +93,22 @@ CASES: dict[str, Case] = {
     ),
     "wrn28-10": Case(
         WideResNet, 36_479_194, 36.5e6, 0.002, "Zagoruyko & Komodakis 2016 (36.5M)", {"width": 0.1}
+    ),
+    "en2resnet20": Case(
+        EnResNet,
+        544_564,
+        0.54e6,
+        0.01,
+        "source 002 §4.2.3 (En2ResNet20 ~0.54M)",
+        {"width": 0.5, "noise": False},
+    ),
+    "en5resnet20": Case(
+        EnResNet,
+        1_361_410,
+        5 * 272_282,
+        0,
+        "5 x PreAct ResNet20 (source 002 En5ResNet20)",
+        {"width": 0.25, "noise": False},
     ),
     "mobilenetv2": Case(
         MobileNetV2, 2_296_922, 2_296_922, 0, "kuangliu/pytorch-cifar MobileNetV2", {"width": 0.25}
