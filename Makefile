@@ -14,8 +14,10 @@ $(VENV)/.installed-runtime: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_INSTALL) -e .
 	touch $@
 
+# torchattacks is a test oracle only: --no-deps keeps torchvision (and its torch build) out.
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_INSTALL) -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps torchattacks==3.5.1
 	touch $@ $(VENV)/.installed-runtime
 
 # The HTML report test renders the page in Debian's headless Chromium.
