@@ -120,6 +120,23 @@ def test_any_optimizer_composes() -> None:
     assert history.train_loss[1] < history.train_loss[0]
 
 
+def test_composes_with_a_splitting_optimizer() -> None:
+    # 002 §4.2: RVSM sparsifies in the back-propagation stage of PGD training.
+    from tailwise.train.splitting import RVSM, sparsity
+
+    train, test = _loaders()
+    torch.manual_seed(0)
+    model = SmallCNN(channels=(8, 16))
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    rvsm = RVSM(sgd, model, penalty="l0", lam=1e-4, beta=0.1)
+    batches = adversarial_batches(train, model, TRAIN_ATTACK, seed=0)
+    fit(model, batches, epochs=2, optimizer=rvsm, progress=False)
+    sparse = rvsm.deploy(model)
+    assert float(sparsity(sparse).iloc[-1]["sparsity"]) > 0.05
+    table = robust_accuracy(sparse, test, ["natural", "pgd5"], eps=EPS, progress=False)
+    assert table["status"].tolist() == ["ok", "ok"] and table.loc[0, "accuracy"] > 0.5
+
+
 def test_parse_attack_defaults_are_002s_training_values() -> None:
     spec = parse_attack("pgd10")
     assert spec.method is AttackMethod.PGD and spec.steps == 10
