@@ -292,3 +292,96 @@ def test_a_damaged_state_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "run" / "state.pt").write_bytes(b"garbage")
     with pytest.raises(UsageError, match=r"state\.pt: not a readable tailwise run state"):
         train_run(config, tmp_path / "run", resume=True, progress=False)
+
+
+def _crash_after(monkeypatch: pytest.MonkeyPatch, epochs: int) -> None:
+    """Make the next run raise right after its ``epochs``-th commit point."""
+    from tailwise.train import runs
+
+    commit = runs._EpochLog._commit
+    count = {"n": 0}
+
+    def crashing(self: Any, *args: Any) -> None:
+        commit(self, *args)
+        count["n"] += 1
+        if count["n"] == epochs:
+            monkeypatch.setattr(runs._EpochLog, "_commit", commit)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs._EpochLog, "_commit", crashing)
+
+
+SPARSE_RUNS = {
+    "rvsm-l0": {"sparse": "rvsm-l0", "sparse_lam": 1e-4, "sparse_beta": 0.1},
+    "rgsm": {"sparse": "rgsm-group_l1", "sparse_lam": 1e-2, "sparse_beta": 1.0},
+    "admm": {"sparse": "admm", "sparse_ratio": 0.7, "epochs": 4},
+    "pgd+rvsm": {
+        "adversarial": "pgd2",
+        "adv_eps": 0.1,
+        "sparse": "rvsm-l1",
+        "sparse_lam": 1e-4,
+        "sparse_beta": 0.1,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPARSE_RUNS))
+def test_sparse_and_adversarial_runs_resume_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """RVSM's u, RGSM, ADMM's Z / U and its hard-pruning masks (pruned after epoch 2 of 4),
+    and PGD training's random starts all survive a crash: the resumed run ends with the
+    uninterrupted run's weights and metrics."""
+    config = {
+        "model": "smallcnn",
+        "data": "digits",
+        "epochs": 3,
+        "batch_size": 128,
+        **SPARSE_RUNS[name],
+    }
+    whole = train_run(config, tmp_path / "whole", progress=False)
+    _crash_after(monkeypatch, 3 if name == "admm" else 1)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "crashed", progress=False)
+    resumed = train_run({}, tmp_path / "crashed", resume=True, progress=False)
+    _assert_same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "crashed"))
+    for column in ("train_loss", "test_acc", "sparsity"):
+        assert resumed.metrics[column].tolist() == pytest.approx(
+            whole.metrics[column].tolist(), rel=1e-5, abs=1e-7
+        ), column
+
+
+def test_sparse_runs_deploy_the_sparse_weights(tmp_path: Path) -> None:
+    """The checkpoints hold what is deployed (RVSM's u), whose share of zeros is the logged
+    sparsity and whose accuracy is the logged test accuracy; the training weights' accuracy
+    is logged beside it."""
+    config = {"model": "smallcnn", "data": "digits", "epochs": 2, "batch_size": 128}
+    run = train_run({**config, **SPARSE_RUNS["rvsm-l0"]}, tmp_path / "run", progress=False)
+    row = run.metrics.iloc[-1]
+    assert 0.2 < row["sparsity"] < 1 and 0 <= row["dense_test_acc"] <= 1
+    weights = _weights(tmp_path / "run")
+    split = [v for k, v in weights.items() if k.endswith("weight") and v.ndim >= 2]
+    zeros = sum(int((v == 0).sum()) for v in split) / sum(v.numel() for v in split)
+    assert zeros == pytest.approx(row["sparsity"])
+    from tailwise.train import accuracy_on
+
+    assert accuracy_on(load_model(tmp_path / "run" / "last.safetensors"), "digits") == (
+        pytest.approx(row["test_acc"])
+    )
+    admm = train_run({**config, **SPARSE_RUNS["admm"], "epochs": 2}, progress=False)
+    assert admm.metrics["sparsity"].iloc[-1] == pytest.approx(0.7, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"sparse": "rvsm-l3"}, "sparse must be one of"),
+        ({"sparse": "admm", "regularizer": "metric"}, "pick one"),
+        ({"adversarial": "pgd"}, "unknown attack 'pgd'"),
+        ({"sparse": "admm", "sparse_ratio": 1.0}, r"sparse_ratio must be in \[0, 1\)"),
+        ({"sparse_beta": 0.0}, "sparse_beta must be a number > 0"),
+    ],
+)
+def test_bad_sparse_and_adversarial_settings(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        TrainConfig.from_dict({"model": "mlp", **config})

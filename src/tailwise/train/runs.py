@@ -47,9 +47,11 @@ from torch.utils.data import DataLoader
 from tailwise._errors import UsageError
 from tailwise._io import atomic_open, atomic_path
 from tailwise._seeds import derive_seed
+from tailwise.attacks import parse_attack
 from tailwise.data import check_accepts, dataset_info, dataset_loaders
 from tailwise.models import MLP, MODEL_NAMES, create_model
 from tailwise.prune import save_pruned
+from tailwise.train.adversarial import adversarial_batches
 from tailwise.train.layerwise import LR_MAPPINGS, LayerwiseLR, layer_param_groups
 from tailwise.train.loop import Batches, Callback, evaluate, fit
 from tailwise.train.regularizers import (
@@ -60,10 +62,12 @@ from tailwise.train.regularizers import (
     SelectiveL2,
     fit_regularized,
 )
+from tailwise.train.splitting import ADMM, RGSM, RVSM, SplittingOptimizer, sparsity
 
 __all__ = [
     "REGULARIZER_NAMES",
     "SCHEDULES",
+    "SPARSE_METHODS",
     "FinetuneResult",
     "TrainConfig",
     "TrainRun",
@@ -77,6 +81,18 @@ __all__ = [
 SCHEDULES = ("cosine", "step")
 #: Regularizers of source 004 Table 4.1 that ``--regularizer`` names.
 REGULARIZER_NAMES = ("metric", "selective-l2", "l2-stopped", "l2-stopped-selective")
+#: Sparse training of source 002 that ``--sparse`` names: RVSM with a penalty (Algorithm 1),
+#: RGSM with a group penalty over output channels (§4.1.1), ADMM (unstructured, or whole
+#: channels) with hard pruning at the middle of the run and masked retraining after it.
+SPARSE_METHODS = (
+    "rvsm-l0",
+    "rvsm-l1",
+    "rvsm-tl1",
+    "rgsm-group_l1",
+    "rgsm-group_l0",
+    "admm",
+    "admm-channel",
+)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -97,7 +113,14 @@ class TrainConfig:
     ``layerwise``: a mapping of :data:`tailwise.train.LR_MAPPINGS` or None (every layer gets
     the base schedule's rate; alphas are still recorded). ``regularizer``: a name of
     :data:`REGULARIZER_NAMES` or None, with rate ``reg_lambda``, threshold ``reg_omega`` and
-    ``reg_tau`` epochs (004 Table 4.1).
+    ``reg_tau`` epochs (004 Table 4.1). ``adversarial``: an attack name
+    (:func:`tailwise.attacks.parse_attack`, e.g. ``"pgd10"``, 002's PGD-10 training) with
+    radius ``adv_eps`` (step eps / 4): every training batch is replaced by its adversarial
+    version (:func:`tailwise.train.adversarial.adversarial_batches`). ``sparse``: a name of
+    :data:`SPARSE_METHODS`: ``rvsm-*`` (``sparse_lam``, ``sparse_beta``), ``rgsm-*``
+    (``sparse_lam`` = lambda_1, ``sparse_beta``, ``sparse_lam2``), ``admm`` / ``admm-channel``
+    (``sparse_ratio``, ``sparse_rho``; one round per epoch, hard pruning after epoch
+    ``epochs // 2``); it composes with ``adversarial`` (002 §4.2) and ``layerwise``.
     """
 
     model: str = "resnet20"
@@ -116,6 +139,14 @@ class TrainConfig:
     width: float = 1.0
     augment: str | None = None
     seed: int = 0
+    adversarial: str | None = None
+    adv_eps: float = 8 / 255
+    sparse: str | None = None
+    sparse_lam: float = 1e-5
+    sparse_beta: float = 1e-2
+    sparse_lam2: float = 0.0
+    sparse_ratio: float = 0.6
+    sparse_rho: float = 1e-2
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -126,7 +157,15 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise UsageError(f"train: {name} must be a number > 0, got {value!r}")
-        for name in ("momentum", "weight_decay", "reg_lambda", "reg_omega"):
+        for name in (
+            "momentum",
+            "weight_decay",
+            "reg_lambda",
+            "reg_omega",
+            "adv_eps",
+            "sparse_lam",
+            "sparse_lam2",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise UsageError(f"train: {name} must be a number >= 0, got {value!r}")
@@ -139,6 +178,18 @@ class TrainConfig:
             _check_choice("regularizer", self.regularizer, REGULARIZER_NAMES)
         if self.augment is not None:
             _check_choice("augment", self.augment, ("standard", "augmix"))
+        if self.adversarial is not None:
+            parse_attack(self.adversarial, eps=self.adv_eps)  # names the known attacks
+        if self.sparse is not None:
+            _check_choice("sparse", self.sparse, SPARSE_METHODS)
+            if self.regularizer is not None:
+                raise UsageError("train: sparse and regularizer both change the step; pick one")
+        for name in ("sparse_beta", "sparse_rho"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise UsageError(f"train: {name} must be a number > 0, got {value!r}")
+        if not (isinstance(self.sparse_ratio, int | float) and 0 <= self.sparse_ratio < 1):
+            raise UsageError(f"train: sparse_ratio must be in [0, 1), got {self.sparse_ratio!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-serialisable dict."""
@@ -242,8 +293,12 @@ class _EpochLog(Callback):
         state: _State,
         run_dir: Path | None,
         architecture: Mapping[str, Any] | None,
+        test_loader: Batches | None = None,
+        prune_after: int = 0,
     ) -> None:
         self.seed = seed
+        self.test_loader = test_loader
+        self.prune_after = prune_after
         self.loader = loader
         self.schedule = schedule
         self.optimizer = optimizer
@@ -275,6 +330,7 @@ class _EpochLog(Callback):
             "lrs": lrs,
             "alphas": dict(self.schedule.alphas),
         }
+        deployed = self._sparse_model(epoch, model, row)
         state = self.state
         state.epoch = epoch + 1
         state.rows.append(row)
@@ -282,9 +338,28 @@ class _EpochLog(Callback):
         if improved:
             state.best_acc, state.best_epoch = float(row["test_acc"]), epoch + 1
         if self.run_dir is not None:
-            self._commit(model, improved)
+            self._commit(model, improved, deployed)
 
-    def _commit(self, model: nn.Module, improved: bool) -> None:
+    def _sparse_model(self, epoch: int, model: nn.Module, row: dict[str, Any]) -> nn.Module:
+        """For sparse training: the model to deploy (RVSM / RGSM: a copy holding u; ADMM: the
+        model itself, hard-pruned after epoch ``prune_after``), its test loss and accuracy
+        in the row (the training weights' in ``dense_test_*``) and its ``sparsity``."""
+        optimizer = self.optimizer
+        if not isinstance(optimizer, SplittingOptimizer):
+            return model
+        if isinstance(optimizer, ADMM):
+            if not optimizer.pruned and epoch + 1 >= self.prune_after:
+                optimizer.hard_prune(model)
+            deployed = model if optimizer.pruned else optimizer.deploy(model)
+        else:
+            deployed = optimizer.deploy(model)
+        row["dense_test_loss"], row["dense_test_acc"] = row["test_loss"], row["test_acc"]
+        if self.test_loader is not None:
+            row["test_loss"], row["test_acc"] = evaluate(deployed, self.test_loader)
+        row["sparsity"] = float(sparsity(deployed)["sparsity"].iloc[-1])
+        return deployed
+
+    def _commit(self, model: nn.Module, improved: bool, deployed: nn.Module) -> None:
         assert self.run_dir is not None
         state = self.state
         payload = {
@@ -300,7 +375,7 @@ class _EpochLog(Callback):
         metadata = {"epoch": str(state.epoch), "test_acc": repr(state.rows[-1]["test_acc"])}
         for name in (LAST_FILE, BEST_FILE) if improved else (LAST_FILE,):
             save_pruned(
-                model, self.run_dir / name, architecture=self.architecture, metadata=metadata
+                deployed, self.run_dir / name, architecture=self.architecture, metadata=metadata
             )
         with atomic_path(self.run_dir / STATE_FILE) as tmp:  # the epoch's commit point
             torch.save(payload, tmp)
@@ -417,8 +492,41 @@ class _BaseOnly:
 _Schedule = LayerwiseLR | _BaseOnly
 
 
+def _sparse_optimizer(
+    sgd: torch.optim.Optimizer, model: nn.Module, config: TrainConfig, batches_per_epoch: int
+) -> torch.optim.Optimizer:
+    """``sgd`` wrapped by the splitting method ``config.sparse`` names (or ``sgd`` itself).
+
+    The split parameters are the weights of the model's Linear / Conv layers (the wrappers'
+    default); the wrapper shares ``sgd``'s param groups, so the schedules act on it alike.
+    """
+    method = config.sparse
+    if method is None:
+        return sgd
+    kind, _, penalty = method.partition("-")
+    if kind == "rvsm":
+        return RVSM(sgd, model, penalty=penalty, lam=config.sparse_lam, beta=config.sparse_beta)
+    if kind == "rgsm":
+        return RGSM(
+            sgd,
+            model,
+            penalty=penalty,
+            lam1=config.sparse_lam,
+            beta=config.sparse_beta,
+            lam2=config.sparse_lam2,
+        )
+    return ADMM(
+        sgd,
+        model,
+        sparsity=config.sparse_ratio,
+        rho=config.sparse_rho,
+        update_every=max(1, batches_per_epoch),
+        structured=penalty == "channel",
+    )
+
+
 def _optimizer_and_schedule(
-    model: nn.Module, config: TrainConfig, steps: int, example: Tensor
+    model: nn.Module, config: TrainConfig, steps: int, example: Tensor, batches_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, _Schedule]:
     """SGD over :func:`layer_param_groups` and the :class:`LayerwiseLR` that drives it.
 
@@ -434,9 +542,10 @@ def _optimizer_and_schedule(
             f"layer-wise lr ({config.layerwise}): the model has no layer besides its first "
             "and last whose ESD has 50 eigenvalues or more; there is nothing to allocate"
         )
-    optimizer = torch.optim.SGD(
+    sgd = torch.optim.SGD(
         groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
+    optimizer = _sparse_optimizer(sgd, model, config, batches_per_epoch)
     base: torch.optim.lr_scheduler.LRScheduler | None = None
     if config.schedule == "step":
         milestones = sorted({max(1, steps // 2), max(1, (3 * steps) // 4)})
@@ -562,12 +671,15 @@ def train_run(
     train_loader, test_loader = _loaders(cfg)
     regularizer = _regularizer(cfg)
     optimizer, schedule = _optimizer_and_schedule(
-        model, cfg, cfg.epochs, _example(test_loader, model)
+        model, cfg, cfg.epochs, _example(test_loader, model), len(train_loader)
     )
     state = _State()
     if saved is not None:
-        model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if isinstance(optimizer, ADMM) and optimizer.pruned:  # the masks the run had put on
+            optimizer.pruned = False
+            optimizer.hard_prune(model)
+        model.load_state_dict(saved["model"])
         schedule.load_state_dict(saved["schedule"])
         if regularizer is not None and saved.get("regularizer") is not None:
             regularizer.load_state_dict(saved["regularizer"])
@@ -591,8 +703,14 @@ def train_run(
         state=state,
         run_dir=run_dir,
         architecture=architecture,
+        test_loader=test_loader,
+        prune_after=max(1, cfg.epochs // 2),
     )
-    _fit(model, train_loader, test_loader, cfg, optimizer, regularizer, log, state.epoch, progress)
+    batches: Batches = train_loader
+    if cfg.adversarial is not None:  # random starts from torch's RNG, reseeded every epoch
+        attack = parse_attack(cfg.adversarial, eps=cfg.adv_eps)
+        batches = adversarial_batches(train_loader, model, attack)
+    _fit(model, batches, test_loader, cfg, optimizer, regularizer, log, state.epoch, progress)
     return TrainRun(
         model,
         read_metrics(state.rows),
@@ -690,7 +808,7 @@ def finetune(
     check_accepts(model, [next(iter(test_loader))], str(data))
     _, before = evaluate(model, test_loader)
     optimizer, schedule = _optimizer_and_schedule(
-        model, config, epochs, _example(test_loader, model)
+        model, config, epochs, _example(test_loader, model), len(train_loader)
     )
     state = _State()
     log = _EpochLog(
