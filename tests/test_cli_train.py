@@ -224,3 +224,44 @@ def test_prune_finetune_of_bare_weights_needs_a_model(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "records no architecture" in result.stderr
+
+
+def test_train_sparse_adversarial_then_attack_from_the_command_line(tmp_path: Path) -> None:
+    """002 §4.2 on digits: PGD training with RVSM, then the robustness table of the result."""
+    run_dir = tmp_path / "run"
+    trained = run_cli(
+        "train", "--model", "smallcnn", "--epochs", "2", "--batch-size", "128",
+        "--adversarial", "pgd2", "--adv-eps", "0.1", "--sparse", "rvsm-l0",
+        "--sparse-lam", "1e-4", "--sparse-beta", "0.1", "--out", str(run_dir), cache=tmp_path,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "sparsity" in trained.stdout
+    rows = _lines(run_dir / "metrics.jsonl")
+    assert all(0 < float(str(row["sparsity"])) < 1 for row in rows)
+    out = tmp_path / "robust.csv"
+    attacked = run_cli(
+        "attack", str(run_dir / "last.safetensors"), "--eps", "0.1", "--samples", "100",
+        "--attacks", "natural,fgsm,ifgsm5,cw10", "--out", str(out), cache=tmp_path,
+    )  # fmt: skip
+    assert attacked.returncode == 0, attacked.stderr
+    table = pd.read_csv(out)
+    assert list(table["attack"]) == ["natural", "fgsm", "ifgsm5", "cw10"]
+    assert (table["examples"] == 100).all() and (table["status"] == "ok").all()
+    natural, fgsm, ifgsm = table["accuracy"].iloc[:3]
+    assert natural >= fgsm >= ifgsm - 0.05  # iterated attacks are at least about as strong
+    assert (table.loc[1:2, "linf"] <= 0.1 + 1e-6).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--eps", "8/0"), "--eps must be a number"),
+        (("--attacks", "natural,boom"), "unknown attack 'boom'"),
+        (("--attacks", ","), "names no attack"),
+        (("--data", "mnist1d"), "does not fit mnist1d examples"),
+    ],
+)
+def test_attack_bad_options(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = run_cli("attack", *args, cache=tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr

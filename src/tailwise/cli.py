@@ -602,7 +602,9 @@ def _explicit(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-_TRAIN_SHOWN = columns("epoch! train_loss train_acc test_loss test_acc! lr seconds")
+_TRAIN_SHOWN = columns(
+    "epoch! train_loss train_acc test_loss test_acc! dense_test_acc:dense_acc sparsity lr seconds"
+)
 
 
 @app.command(cls=_Command)
@@ -634,6 +636,25 @@ def train(
     width: Annotated[float, typer.Option(help="Width multiplier of the model")] = 1.0,
     augment: Annotated[str | None, typer.Option(help="standard (crop + flip) | augmix")] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialization, shuffling, augmentation")] = 0,
+    adversarial: Annotated[
+        str | None,
+        typer.Option(help="Adversarial training on this attack: pgd10 | fgsm | ... (002)"),
+    ] = None,
+    adv_eps: Annotated[
+        float, typer.Option(help="L-inf radius of --adversarial (pixels in [0, 1])")
+    ] = 8 / 255,
+    sparse: Annotated[
+        str | None,
+        typer.Option(
+            help="Sparse training (002): rvsm-l0 | rvsm-l1 | rvsm-tl1 | rgsm-group_l1 | "
+            "rgsm-group_l0 | admm | admm-channel"
+        ),
+    ] = None,
+    sparse_lam: Annotated[float, typer.Option(help="RVSM lambda / RGSM lambda_1")] = 1e-5,
+    sparse_beta: Annotated[float, typer.Option(help="RVSM / RGSM splitting beta")] = 1e-2,
+    sparse_lam2: Annotated[float, typer.Option(help="RGSM lambda_2 (group norm term)")] = 0.0,
+    sparse_ratio: Annotated[float, typer.Option(help="ADMM target sparsity")] = 0.6,
+    sparse_rho: Annotated[float, typer.Option(help="ADMM rho")] = 1e-2,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Run directory: config, metrics.jsonl, checkpoints"),
@@ -680,6 +701,81 @@ def train(
         )
         if run.run_dir is not None:
             _wrote(console, quiet, run.run_dir)
+
+
+_ATTACK_SHOWN = columns("attack! eps accuracy! correct examples linf l2 seconds")
+
+
+@app.command(cls=_Command)
+def attack(
+    source: ModelSource = None,
+    data: Annotated[
+        str, typer.Option(help="Test data: digits | mnist1d | a MNIST / CIFAR folder")
+    ] = "digits",
+    attacks: Annotated[
+        str, typer.Option(help="Comma-separated: natural, fgsm, ifgsm<k>, pgd<k>, cw, cw<k>")
+    ] = "natural,fgsm,ifgsm20,cw",
+    eps: Annotated[
+        str, typer.Option(help="L-inf radius for pixels in [0, 1], e.g. 0.1 or 8/255")
+    ] = "8/255",
+    samples: Annotated[
+        int | None, typer.Option(help="Test examples attacked (default: up to 1024)")
+    ] = None,
+    eot: Annotated[
+        int, typer.Option(help="Average logits over this many passes (stochastic models)")
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of random starts")] = 0,
+    model: ModelFactory = None,
+    trust_pickle: TrustPickle = False,
+    out: TableOut = None,
+    quiet: Quiet = False,
+) -> None:
+    """Natural and adversarial accuracy, source 002's A1-A4 (tailwise.attacks.robust_accuracy)."""
+    console = make_console()
+    with _user_errors() as errors:
+        from tailwise._errors import UsageError
+        from tailwise._io import check_output_path
+        from tailwise.attacks import robust_accuracy
+        from tailwise.data import check_accepts, dataset_batches, resolve_dataset
+        from tailwise.loading import example_inputs
+
+        check_output_path(out, TABLE_SUFFIXES, "--out")
+        try:
+            top, _, bottom = eps.partition("/")
+            radius = float(top) / float(bottom) if bottom else float(top)
+        except (ValueError, ZeroDivisionError):
+            raise UsageError(
+                f"--eps must be a number or a fraction like 8/255, got {eps!r}"
+            ) from None
+        names = tuple(name.strip() for name in attacks.split(",") if name.strip())
+        if not names:
+            raise UsageError("--attacks names no attack")
+        net, label = _load(source, model, trust_pickle, quiet, errors)
+        if samples is None:
+            samples = min(1024, len(resolve_dataset(data, "test")))
+        shape = example_inputs(net)
+        batches = dataset_batches(
+            data,
+            samples=samples,
+            batch_size=min(samples, 256),
+            input_shape=None if shape is None else tuple(shape.shape[1:]),
+            split="test",
+        )
+        check_accepts(net, batches, data)
+        table = robust_accuracy(
+            net,
+            batches,
+            names,
+            eps=radius,
+            eot_samples=eot,
+            seed=seed,
+            progress=not quiet,
+        )
+        if not quiet:
+            title = f"tailwise attack: {label} on {data} ({samples} test examples)"
+            print_rows(console, table, _ATTACK_SHOWN, title, "status")
+        _write_table(table, out)
+        _wrote(console, quiet, out)
 
 
 _COMPARE_SHOWN = columns(
