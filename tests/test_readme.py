@@ -18,6 +18,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 PACKAGES = (
     "tailwise",
+    "tailwise.attacks",
     "tailwise.data",
     "tailwise.hessian",
     "tailwise.models",

@@ -1,5 +1,6 @@
 """Training-time algorithms and the loop they plug into."""
 
+from tailwise.train.adversarial import AdversarialBatches, adversarial_batches
 from tailwise.train.layerwise import (
     LR_MAPPINGS,
     LayerwiseLR,
@@ -26,6 +27,7 @@ from tailwise.train.regularizers import (
 from tailwise.train.runs import (
     REGULARIZER_NAMES,
     SCHEDULES,
+    SPARSE_METHODS,
     FinetuneResult,
     TrainConfig,
     TrainRun,
@@ -62,7 +64,9 @@ __all__ = [
     "RVSCGD",
     "RVSM",
     "SCHEDULES",
+    "SPARSE_METHODS",
     "TABLE_4_2",
+    "AdversarialBatches",
     "Callback",
     "FinetuneResult",
     "GroupPenalty",
@@ -82,6 +86,7 @@ __all__ = [
     "TrainConfig",
     "TrainRun",
     "accuracy_on",
+    "adversarial_batches",
     "allocate_lr",
     "channel_sparsity",
     "evaluate",
