@@ -265,3 +265,19 @@ def test_attack_bad_options(tmp_path: Path, args: tuple[str, ...], message: str)
     result = run_cli("attack", *args, cache=tmp_path)
     assert result.returncode == 2, result.stdout
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_attack_a_conv_net_on_the_data_it_was_trained_on(tmp_path: Path) -> None:
+    """A ResNet's architecture is described at 32x32 but it was trained on 8x8 digits: the
+    data keep their own shape (only an MLP's inputs are reshaped to its vector)."""
+    run = train_run(
+        {"model": "resnet20", "width": 0.25, "epochs": 1, "batch_size": 256},
+        tmp_path / "run",
+        progress=False,
+    )
+    assert run.run_dir is not None
+    result = run_cli(
+        "attack", str(run.run_dir / "last.safetensors"), "--attacks", "natural,fgsm",
+        "--eps", "0.1", "--samples", "32", "--quiet", cache=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

@@ -278,6 +278,15 @@ _PRUNE_SHOWN = columns(
 )
 
 
+def _vector_shape(example: Any) -> tuple[int, ...] | None:
+    """The per-example input shape to reshape data to: a model's example input that is a
+    vector (an MLP takes flattened images); None keeps the data's natural shape (a conv net
+    takes images of any size, whatever size its architecture was described with)."""
+    if example is None or example.ndim != 2:
+        return None
+    return (int(example.shape[1]),)
+
+
 def _load(
     source: str | None, model: str | None, trust_pickle: bool, quiet: bool, errors: Console
 ) -> tuple[Any, str]:
@@ -542,7 +551,7 @@ def hessian(
             data,
             samples=samples,
             batch_size=batch_size,
-            input_shape=None if shape is None else tuple(shape.shape[1:]),
+            input_shape=_vector_shape(shape),
         )
         check_accepts(net, batches, data)
         found = summarize(
@@ -693,7 +702,8 @@ def train(
         shown_rows = run.metrics.tail(10).assign(
             note=lambda df: ["best" if e == run.best_epoch else "" for e in df["epoch"]]
         )
-        print_rows(console, shown_rows, _TRAIN_SHOWN, title, "note")
+        shown = tuple(c for c in _TRAIN_SHOWN if c[0] in shown_rows.columns)
+        print_rows(console, shown_rows, shown, title, "note")
         last = run.metrics.iloc[-1]
         console.print(
             f"{len(run.metrics)} epochs; test accuracy {last['test_acc']:.2%} last, "
@@ -758,7 +768,7 @@ def attack(
             data,
             samples=samples,
             batch_size=min(samples, 256),
-            input_shape=None if shape is None else tuple(shape.shape[1:]),
+            input_shape=_vector_shape(shape),
             split="test",
         )
         check_accepts(net, batches, data)
@@ -832,7 +842,7 @@ def compare(
                 data,
                 samples=samples,
                 batch_size=min(samples, 256),
-                input_shape=None if shape is None else tuple(shape.shape[1:]),
+                input_shape=_vector_shape(shape),
                 split="test",
             )
             check_accepts(a, batches, data)
