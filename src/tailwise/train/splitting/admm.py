@@ -217,7 +217,8 @@ class ADMM(SplittingOptimizer):
         owner = {
             id(weight): name
             for name, module in layers.items()
-            if (weight := module._parameters.get("weight")) is not None
+            for attr, weight in module.named_parameters(recurse=False)
+            if attr == "weight"
         }
         chosen: dict[str, nn.Module] = {}
         masks: dict[str, Tensor] = {}

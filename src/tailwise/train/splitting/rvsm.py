@@ -124,10 +124,10 @@ def splittable_weights(
         raise UsageError(f"splittable_weights: expected an nn.Module, got {type(model).__name__}")
     out: dict[str, nn.Parameter] = {}
     for layer, module in prunable_layers(model, include=include, exclude=exclude).items():
+        own = dict(module.named_parameters(recurse=False))
         for attr in ("weight_orig", "weight"):
-            tensor = module._parameters.get(attr)
-            if isinstance(tensor, nn.Parameter):
-                out[f"{layer}.{attr}"] = tensor
+            if attr in own:
+                out[f"{layer}.{attr}"] = own[attr]
                 break
     return out
 
