@@ -672,7 +672,7 @@ def no_new_nonfinite(source: str, written: str) -> Check:
     def check(folder: Path, inputs: Path, run: Run) -> str | None:
         out = folder / written
         if not out.exists():
-            return None
+            return f"exit 0 but {written} not written"
         before = sum(int((~t.isfinite()).sum()) for t in _weights(inputs / source).values())
         after = sum(int((~t.isfinite()).sum()) for t in _weights(out).values())
         return (
@@ -683,24 +683,25 @@ def no_new_nonfinite(source: str, written: str) -> Check:
 
 
 def nonfinite_not_hidden(report: str, layer: str) -> Check:
-    """Issue 9 §4: a non-finite layer is not reported as pruned with rel_error 0."""
+    """Issue 9 §4: a layer holding NaN/Inf is refused or skipped with a reason, never reported
+    as pruned (with rel_error 0 or NaN) as if nothing were wrong."""
 
     def check(folder: Path, inputs: Path, run: Run) -> str | None:
         import csv
 
         path = folder / report
         if not path.exists():
-            return None
+            return f"exit 0 but {report} not written"
         with open(path, newline="") as handle:
             for row in csv.DictReader(handle):
                 if row.get("layer", row.get("name", "")).startswith(layer):
-                    error, achieved = (
-                        _float(row.get("rel_error", "")),
-                        _float(row.get("achieved", "")),
-                    )
+                    achieved = _float(row.get("achieved", ""))
                     note = (row.get("note") or row.get("reason") or "").strip()
-                    if error == 0 and achieved > 0 and not note:
-                        return f"{layer}: pruned {achieved:.2f} with rel_error 0 and no note"
+                    if achieved > 0 and not note:
+                        error = row.get("rel_error") or "NaN"
+                        return (
+                            f"non-finite {layer} pruned {achieved:.2f}, rel_error {error}, no note"
+                        )
         return None
 
     return check
