@@ -281,3 +281,13 @@ def test_bad_shapes_are_usage_errors(text: str) -> None:
         parse_shape(text)
     with pytest.raises(UsageError, match="input shape"):
         example_inputs(nn.Linear(2, 2), text)
+
+
+def test_a_factory_that_needs_arguments_is_a_usage_error(tmp_path: Path) -> None:
+    model = MLP(64, [32], 10)
+    path = tmp_path / "mlp.safetensors"
+    save_file(model.state_dict(), str(path))
+    with pytest.raises(UsageError, match="MLP cannot be called without arguments"):
+        load_model(path, factory=MLP)
+    with pytest.raises(UsageError, match="cannot be called without arguments"):
+        load_model(path, factory="tailwise.models:MLP")

@@ -406,7 +406,7 @@ def test_build_model_uses_constructor_defaults() -> None:
     [
         (
             {"class": "AlexNet"},
-            r"unknown class 'AlexNet'; known: \['DenseNet', 'LeNet5', 'MLP', 'MobileNetV2'",
+            r"unknown class 'AlexNet'; known: \['DenseNet', 'EnResNet', 'LeNet5', 'MLP'",
         ),
         ({"in_features": 3}, "unknown class None; known:"),
         ({"class": "VGG", "depth": 11}, r"VGG takes no argument\(s\) \['depth'\]; it takes"),

@@ -190,8 +190,6 @@ def test_a_regularized_run_resumes_with_the_regularizer_state(
 ) -> None:
     """A crash right after epoch 1's commit point (state.pt written), then a resume: the
     regularizer's step count and phase (L2 before tau, Selective L2 after) carry over."""
-    from tailwise.train import runs
-
     config = {
         "model": "mlp",
         "data": "digits",
@@ -205,16 +203,9 @@ def test_a_regularized_run_resumes_with_the_regularizer_state(
     state = torch.load(tmp_path / "whole" / "state.pt", weights_only=True)
     assert state["regularizer"]["steps"] == 2 * 6  # 1437 images in batches of 256
 
-    commit = runs._EpochLog._commit
-
-    def crash_after_first(self: Any, model: nn.Module, improved: bool) -> None:
-        commit(self, model, improved)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runs._EpochLog, "_commit", crash_after_first)
+    _crash_after(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         train_run(config, tmp_path / "crashed", progress=False)
-    monkeypatch.setattr(runs._EpochLog, "_commit", commit)
     assert _completed_epochs(tmp_path / "crashed") == 1
     resumed = train_run({}, tmp_path / "crashed", resume=True, progress=False)
     assert resumed.resumed_from == 1
@@ -385,3 +376,25 @@ def test_sparse_runs_deploy_the_sparse_weights(tmp_path: Path) -> None:
 def test_bad_sparse_and_adversarial_settings(config: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         TrainConfig.from_dict({"model": "mlp", **config})
+
+
+def test_bad_devices_and_run_folders_are_clear_errors_before_any_work(tmp_path: Path) -> None:
+    config = {"model": "mlp", "epochs": 1, "batch_size": 256}
+    with pytest.raises(UsageError, match="'bogus' is not a torch device"):
+        train_run(config, device="bogus", progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="no CUDA"):
+            train_run(config, device="cuda", progress=False)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(UsageError, match="afile is a file"):
+        train_run(config, blocker / "run", progress=False)
+    assert blocker.read_text() == "x"
+
+
+def test_a_hostile_config_json_is_refused_not_parsed_into_a_crash(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UsageError, match=r"config\.json: not a readable run config"):
+        train_run({}, run_dir, resume=True, progress=False)

@@ -408,7 +408,14 @@ def load_pruned(
     elif isinstance(model, nn.Module):
         net = model
     else:
-        net = model()
+        try:
+            net = model()
+        except TypeError as exc:  # a factory that needs arguments: the user's option
+            name = getattr(model, "__qualname__", repr(model))
+            raise UsageError(
+                f"model factory {name} cannot be called without arguments ({exc}); give a "
+                "function that builds the model, e.g. package.module:make_model"
+            ) from None
         if not isinstance(net, nn.Module):
             raise UsageError(f"model factory returned {type(net).__name__}, not an nn.Module")
     if model is not None and edits:

@@ -99,6 +99,8 @@ METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.pt"
 LAST_FILE = "last.safetensors"
 BEST_FILE = "best.safetensors"
+#: A run's config.json is a few hundred bytes; anything much larger is not one.
+_MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -274,9 +276,17 @@ def _regularizer(config: TrainConfig) -> Regularizer | None:
 
 
 def _device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"train: device {device!r} is not a torch device ({exc})") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"train: device {device!r}: this torch build or machine has no CUDA")
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"train: device {device!r}: train on cpu or cuda")
+    return chosen
 
 
 class _EpochLog(Callback):
@@ -590,9 +600,11 @@ def _stored_config(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            raise UsageError(f"{path}: {path.stat().st_size} bytes is not a run config")
         values = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: not a readable run config ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UsageError(f"{path}: not a readable run config ({type(exc).__name__})") from None
     if not isinstance(values, dict):
         raise UsageError(f"{path}: a run config is a JSON object")
     return values
@@ -609,6 +621,9 @@ def _run_config(
         return TrainConfig.from_dict(given), None
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"train: {run_dir} is a file; a run is written to a folder")
+    blocked = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UsageError(f"train: cannot create the run folder {run_dir}: {blocked} is a file")
     stored = _stored_config(run_dir)
     state = _load_state(run_dir)
     if not resume:
@@ -690,7 +705,12 @@ def train_run(
             json.loads(saved["rows_json"]),
         )
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"train: cannot create the run folder {run_dir}: {exc.strerror}"
+            ) from None
         with atomic_open(run_dir / CONFIG_FILE) as handle:
             json.dump(cfg.to_dict(), handle, indent=2)
     resumed_from = state.epoch
