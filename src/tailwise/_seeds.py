@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import zlib
+from collections.abc import Iterator
 
 import torch
 
@@ -34,3 +36,16 @@ def generator(seed: Seed, device: str | torch.device | None = None) -> torch.Gen
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int or a torch.Generator, got {seed!r}")
     return torch.Generator(device=device if device is not None else "cpu").manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Run the block on torch RNG streams seeded with ``seed`` (the CPU's, and ``device``'s
+    when it is a CUDA device); restore the global streams after. ``None``: leave them alone."""
+    if seed is None:
+        yield
+        return
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

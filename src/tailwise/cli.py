@@ -278,6 +278,32 @@ _PRUNE_SHOWN = columns(
 )
 
 
+def _batches_for(net: Any, data: str, samples: int, batch_size: int, split: str) -> Any:
+    """``samples`` examples of ``data``'s ``split`` in batches, shaped for ``net`` (vectors
+    for a vector model, else the data's own shape), checked to run through it."""
+    from tailwise.data import check_accepts, dataset_batches
+    from tailwise.loading import example_inputs
+
+    batches = dataset_batches(
+        data,
+        samples=samples,
+        batch_size=batch_size,
+        input_shape=_vector_shape(example_inputs(net)),
+        split=split,
+    )
+    check_accepts(net, batches, data)
+    return batches
+
+
+def _test_samples(samples: int | None, data: str) -> int:
+    """``samples``, or up to 1024 examples of ``data``'s test split."""
+    if samples is not None:
+        return samples
+    from tailwise.data import resolve_dataset
+
+    return min(1024, len(resolve_dataset(data, "test")))
+
+
 def _vector_shape(example: Any) -> tuple[int, ...] | None:
     """The per-example input shape to reshape data to: a model's example input that is a
     vector (an MLP takes flattened images); None keeps the data's natural shape (a conv net
@@ -539,21 +565,12 @@ def hessian(
         import torch
 
         from tailwise._io import check_output_path
-        from tailwise.data import check_accepts, dataset_batches
         from tailwise.hessian import summarize
-        from tailwise.loading import example_inputs
 
         check_output_path(out, (".json",), "--out")
         check_output_path(density, (".png", ".svg"), "--density")
         net, label = _load(source, model, trust_pickle, quiet, errors)
-        shape = example_inputs(net)
-        batches = dataset_batches(
-            data,
-            samples=samples,
-            batch_size=batch_size,
-            input_shape=_vector_shape(shape),
-        )
-        check_accepts(net, batches, data)
+        batches = _batches_for(net, data, samples, batch_size, "train")
         found = summarize(
             net,
             torch.nn.functional.cross_entropy,
@@ -746,8 +763,6 @@ def attack(
         from tailwise._errors import UsageError
         from tailwise._io import check_output_path
         from tailwise.attacks import robust_accuracy
-        from tailwise.data import check_accepts, dataset_batches, resolve_dataset
-        from tailwise.loading import example_inputs
 
         check_output_path(out, TABLE_SUFFIXES, "--out")
         try:
@@ -761,17 +776,8 @@ def attack(
         if not names:
             raise UsageError("--attacks names no attack")
         net, label = _load(source, model, trust_pickle, quiet, errors)
-        if samples is None:
-            samples = min(1024, len(resolve_dataset(data, "test")))
-        shape = example_inputs(net)
-        batches = dataset_batches(
-            data,
-            samples=samples,
-            batch_size=min(samples, 256),
-            input_shape=_vector_shape(shape),
-            split="test",
-        )
-        check_accepts(net, batches, data)
+        samples = _test_samples(samples, data)
+        batches = _batches_for(net, data, samples, min(samples, 256), "test")
         table = robust_accuracy(
             net,
             batches,
@@ -830,22 +836,12 @@ def compare(
         b: Any = source_b
         batches = None
         if data is not None:  # CKA runs the two networks: build them
-            from tailwise.data import check_accepts, dataset_batches, resolve_dataset
-            from tailwise.loading import example_inputs, load_model
+            from tailwise.loading import load_model
 
             a = load_model(source_a, factory=model, trust_pickle=trust_pickle)
             b = load_model(source_b, factory=model, trust_pickle=trust_pickle)
-            shape = example_inputs(a)
-            if samples is None:
-                samples = min(1024, len(resolve_dataset(data, "test")))
-            batches = dataset_batches(
-                data,
-                samples=samples,
-                batch_size=min(samples, 256),
-                input_shape=_vector_shape(shape),
-                split="test",
-            )
-            check_accepts(a, batches, data)
+            samples = _test_samples(samples, data)
+            batches = _batches_for(a, data, samples, min(samples, 256), "test")
         df = run_compare(
             a,
             b,

@@ -7,10 +7,9 @@ list of attacks (names as in :mod:`tailwise.attacks.spec`) over a data set in on
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from tailwise._errors import UsageError, first_line
 from tailwise._modules import model_device
 from tailwise._progress import progress_task
 from tailwise._seeds import generator as make_generator
+from tailwise._seeds import seeded
 from tailwise._threads import torch_work
 from tailwise.attacks._common import LossFn, attack_mode, check_batch, check_count
 from tailwise.attacks.eot import EOT
@@ -154,7 +154,7 @@ def robust_accuracy(
     batches = 0
     with (
         torch_work(),
-        _forked_rng(seed, device),
+        seeded(seed, device),
         attack_mode(model),
         progress_task("attacks", total, progress) as advance,
     ):
@@ -233,15 +233,3 @@ def _unpack(batch: Sequence[Tensor], device: torch.device) -> tuple[Tensor, Tens
     x, y = batch[0].to(device), batch[1].to(device)
     check_batch("robust_accuracy", x, y, class_indices=True)
     return x, y
-
-
-@contextlib.contextmanager
-def _forked_rng(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed torch's global RNG for the block when ``seed`` is given; restore it after."""
-    if seed is None:
-        yield
-        return
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield

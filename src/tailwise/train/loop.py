@@ -11,8 +11,7 @@ Extension points, so that training-time algorithms never need their own loop:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 
 from tailwise._modules import model_device
 from tailwise._progress import progress_task
+from tailwise._seeds import seeded
 from tailwise._threads import torch_work
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -126,18 +126,6 @@ class _EpochMeter:
         correct = torch.stack(self._correct).cpu().to(torch.float64)
         total = sizes.sum()
         return float((losses * sizes).sum() / total), float(correct.sum() / total)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Run the block on torch RNG streams seeded with ``seed``; restore the global ones after."""
-    if seed is None:
-        yield
-        return
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def _check_fit_args(
@@ -274,7 +262,7 @@ def fit(
     step = 0 if batches_per_epoch is None else initial_epoch * batches_per_epoch
     with (
         torch_work(),
-        _seeded(seed, target_device),
+        seeded(seed, target_device),
         progress_task("training", total, progress) as advance,
     ):
         for epoch in range(initial_epoch, epochs):

@@ -755,30 +755,19 @@ def _fit(
     """The one loop (:func:`fit`, or :func:`fit_regularized` with a regularizer)."""
     if initial_epoch >= config.epochs:
         return
+    options: dict[str, Any] = {
+        "epochs": config.epochs,
+        "optimizer": optimizer,
+        "val_loader": test_loader,
+        "callbacks": [log],
+        "progress": progress,
+        "initial_epoch": initial_epoch,
+    }
     with torch.random.fork_rng(devices=[]):  # the caller's global torch RNG is left alone
         if regularizer is None:
-            fit(
-                model,
-                train_loader,
-                epochs=config.epochs,
-                optimizer=optimizer,
-                val_loader=test_loader,
-                callbacks=[log],
-                progress=progress,
-                initial_epoch=initial_epoch,
-            )
+            fit(model, train_loader, **options)
         else:
-            fit_regularized(
-                model,
-                train_loader,
-                regularizer,
-                epochs=config.epochs,
-                optimizer=optimizer,
-                val_loader=test_loader,
-                callbacks=[log],
-                progress=progress,
-                initial_epoch=initial_epoch,
-            )
+            fit_regularized(model, train_loader, regularizer, **options)
 
 
 def finetune(

@@ -162,13 +162,9 @@ class ADMM(SplittingOptimizer):
     def _before_step(self) -> None:
         if self.pruned:
             return
-        for p in self.split_params:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise UsageError(f"{self.method}: sparse gradients are not supported")
+        for p, grad in self._grads():
             state = self.state[p]
-            p.grad.add_(p - state["z"] + state["dual"], alpha=self.rho)
+            grad.add_(p - state["z"] + state["dual"], alpha=self.rho)
 
     def _after_step(self) -> None:
         if self.pruned:

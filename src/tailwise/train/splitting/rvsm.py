@@ -42,7 +42,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, overload
 
 import torch
@@ -246,6 +246,15 @@ class SplittingOptimizer(torch.optim.Optimizer):
         """The sparse variable of split parameter ``index`` (what :meth:`deploy` writes)."""
         raise NotImplementedError
 
+    def _grads(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(parameter, its .grad)`` of every split parameter that has a dense gradient."""
+        for p in self.split_params:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise UsageError(f"{self.method}: sparse gradients are not supported")
+            yield p, p.grad
+
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
@@ -391,7 +400,36 @@ class SplittingOptimizer(torch.optim.Optimizer):
         return target
 
 
-class RVSM(SplittingOptimizer):
+class _RelaxedSplitting(SplittingOptimizer):
+    """RVSM and RGSM: a sparse shadow ``u = prox(w)`` coupled to w by ``beta/2 ||w - u||^2``.
+
+    A subclass sets ``beta`` and defines :meth:`prox`, then calls :meth:`_init_u`.
+    """
+
+    beta: float
+
+    def prox(self, w: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _init_u(self) -> None:
+        with torch.no_grad():
+            for p in self.split_params:
+                self.state[p]["u"] = self.prox(p.detach())
+
+    def _before_step(self) -> None:
+        for p, grad in self._grads():
+            grad.add_(p - self.state[p]["u"], alpha=self.beta)
+
+    def _after_step(self) -> None:
+        for p in self.split_params:
+            self.state[p]["u"] = self.prox(p.detach())
+
+    def _sparse(self, index: int) -> Tensor:
+        u: Tensor = self.state[self.split_params[index]]["u"]
+        return u
+
+
+class RVSM(_RelaxedSplitting):
     """Relaxed variable splitting method (source 002 Algorithm 1) around any torch optimizer.
 
     Per step: ``w.grad += beta (w - u)``, the wrapped optimizer's step, then
@@ -434,9 +472,7 @@ class RVSM(SplittingOptimizer):
         self.beta = check_positive(beta, where, "beta")
         self.a = check_positive(a, where, "a")
         super().__init__(optimizer, params, where)
-        with torch.no_grad():
-            for p in self.split_params:
-                self.state[p]["u"] = self.prox(p.detach())
+        self._init_u()
 
     def prox(self, w: Tensor) -> Tensor:
         """``prox_{(lam/beta) P}(w)``: the u that minimizes L_beta(w, u) for this w."""
@@ -449,22 +485,6 @@ class RVSM(SplittingOptimizer):
 
     def _config(self) -> dict[str, Any]:
         return {"penalty": self.penalty.value, "lam": self.lam, "beta": self.beta, "a": self.a}
-
-    def _before_step(self) -> None:
-        for p in self.split_params:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise UsageError(f"{self.method}: sparse gradients are not supported")
-            p.grad.add_(p - self.state[p]["u"], alpha=self.beta)
-
-    def _after_step(self) -> None:
-        for p in self.split_params:
-            self.state[p]["u"] = self.prox(p.detach())
-
-    def _sparse(self, index: int) -> Tensor:
-        u: Tensor = self.state[self.split_params[index]]["u"]
-        return u
 
 
 class RVSCGD(RVSM):
@@ -512,7 +532,7 @@ class RVSCGD(RVSM):
         super()._after_step()
 
 
-class RGSM(SplittingOptimizer):
+class RGSM(_RelaxedSplitting):
     """Relaxed group-wise splitting method (source 002 Algorithm 3, §4.1.1): channel sparsity.
 
     Per step: ``w.grad += beta (w - u) + lam2 w_g / ||w_g||`` (the gradient of
@@ -560,9 +580,7 @@ class RGSM(SplittingOptimizer):
         for name, p in zip(self.names, self.split_params, strict=True):
             check_dim(p, dim, where, f"parameter {name!r}")
         self.dim = int(dim)
-        with torch.no_grad():
-            for p in self.split_params:
-                self.state[p]["u"] = self.prox(p.detach())
+        self._init_u()
 
     def prox(self, w: Tensor) -> Tensor:
         """``prox_{(lam1/beta) P}(w)`` over the groups along ``dim``."""
@@ -581,21 +599,8 @@ class RGSM(SplittingOptimizer):
         }
 
     def _before_step(self) -> None:
-        for p in self.split_params:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise UsageError(f"{self.method}: sparse gradients are not supported")
-            p.grad.add_(p - self.state[p]["u"], alpha=self.beta)
-            if self.lam2 > 0:
+        super()._before_step()
+        if self.lam2 > 0:
+            for p, grad in self._grads():
                 norms = group_norms(p, self.dim, where=self.method)
-                direction = p / norms.clamp_min(torch.finfo(p.dtype).tiny)
-                p.grad.add_(direction, alpha=self.lam2)
-
-    def _after_step(self) -> None:
-        for p in self.split_params:
-            self.state[p]["u"] = self.prox(p.detach())
-
-    def _sparse(self, index: int) -> Tensor:
-        u: Tensor = self.state[self.split_params[index]]["u"]
-        return u
+                grad.add_(p / norms.clamp_min(torch.finfo(p.dtype).tiny), alpha=self.lam2)
