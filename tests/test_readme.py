@@ -25,6 +25,7 @@ PACKAGES = (
     "tailwise.prune",
     "tailwise.report",
     "tailwise.similarity",
+    "tailwise.sims",
     "tailwise.tails",
     "tailwise.train",
 )
