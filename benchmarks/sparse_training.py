@@ -13,6 +13,9 @@ with the *deployed* weights (u for RVSM / RGSM, the masked W for ADMM), and
   recomputes the BatchNorm running statistics for the deployed weights (they were kept on
   w's activations; a zeroed or shrunk channel changes what its BatchNorm sees). Not part of
   002's protocol; shown because it separates the sparsity pattern from that mismatch.
+* "compact": the BN-re-estimated model with its zero channels physically removed
+  (``tailwise.prune.remove_zero_channels``): its accuracy and its Linear/Conv weight count
+  as a share of the dense model's (100%: nothing removable).
 
 Runs (each over ``--seeds`` seeds: model initialization and data order):
 
@@ -31,18 +34,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from _common import limit_threads, machine_header, markdown_table
 from tailwise.data import digits_loaders
 from tailwise.models import SmallCNN
-from tailwise.train import Callback, evaluate, fit
+from tailwise.prune import remove_zero_channels
+from tailwise.train import Callback, evaluate, fit, recalibrate_batch_norm
 from tailwise.train.splitting import (
     ADMM,
     RGSM,
@@ -130,9 +134,9 @@ class _EpochSchedule(Callback):
         self.scheduler.step()
 
 
-def run(setting: Setting, seed: int, epochs: int) -> tuple[float, float, float, float, float]:
+def run(setting: Setting, seed: int, epochs: int) -> tuple[float, ...]:
     """(accuracy, accuracy with re-estimated BatchNorm statistics, sparsity, channel
-    sparsity, seconds) of one training run."""
+    sparsity, accuracy and weight share of the compact model, seconds) of one training run."""
     limit_threads(1)
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -162,23 +166,25 @@ def run(setting: Setting, seed: int, epochs: int) -> tuple[float, float, float, 
     _, accuracy = evaluate(deployed, test)
     zeros = float(sparsity(deployed).iloc[-1]["sparsity"])
     channels = float(channel_sparsity(deployed, include=CONVS).iloc[-1]["channel_sparsity"])
-    _reestimate_batch_norm(deployed, train)
+    recalibrate_batch_norm(deployed, train)
     _, recalibrated = evaluate(deployed, test)
-    return accuracy, recalibrated, zeros, channels, time.perf_counter() - start
+    compact = remove_zero_channels(deployed, torch.zeros(1, 1, 8, 8)).model
+    _, compact_accuracy = evaluate(compact, test)
+    kept = _weights(compact) / _weights(model)
+    return (
+        accuracy,
+        recalibrated,
+        zeros,
+        channels,
+        compact_accuracy,
+        kept,
+        time.perf_counter() - start,
+    )
 
 
-def _reestimate_batch_norm(model: nn.Module, loader: Iterable[Sequence[Tensor]]) -> None:
-    """BatchNorm running statistics recomputed for the deployed weights (one pass over the
-    training data, no gradient): u's activations differ from w's, on which they were kept."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # a plain average over the pass
-    model.train()
-    with torch.no_grad():
-        for inputs, _ in loader:
-            model(inputs)
-    model.eval()
+def _weights(model: nn.Module) -> int:
+    """Entries of the Linear/Conv weights of ``model``."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d))
 
 
 def _mean_sd(values: list[float], percent: bool = True) -> str:
@@ -203,7 +209,9 @@ def main() -> None:
     rows = []
     for i, setting in enumerate(chosen):
         mine = results[i * args.seeds : (i + 1) * args.seeds]
-        acc, recalibrated, zeros, channels, seconds = (list(c) for c in zip(*mine, strict=True))
+        acc, recalibrated, zeros, channels, compact, kept, seconds = (
+            list(c) for c in zip(*mine, strict=True)
+        )
         rows.append(
             [
                 setting.table,
@@ -213,6 +221,8 @@ def main() -> None:
                 _mean_sd(recalibrated),
                 _mean_sd(zeros),
                 _mean_sd(channels),
+                _mean_sd(compact),
+                _mean_sd(kept),
                 f"{np.mean(seconds):.1f} s",
             ]
         )
@@ -229,6 +239,8 @@ def main() -> None:
         "acc., BN re-estimated",
         "sparsity",
         "channel sparsity",
+        "acc., compact",
+        "weights kept, compact",
         "time",
     ]
     print(markdown_table(header, rows))

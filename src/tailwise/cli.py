@@ -326,7 +326,11 @@ def _load(
 def prune(
     source: ModelSource = None,
     method: Annotated[
-        str, typer.Option(help="magnitude | global-magnitude | lowrank | node | channel")
+        str,
+        typer.Option(
+            help="magnitude | global-magnitude | lowrank | node | channel | zero-channels "
+            "(remove the channels structured training zeroed; --ratio unused)"
+        ),
     ] = "magnitude",
     ratio: Annotated[
         float, typer.Option(help="Fraction of the weights (channels for 'channel') to remove")
@@ -681,6 +685,14 @@ def train(
     sparse_lam2: Annotated[float, typer.Option(help="RGSM lambda_2 (group norm term)")] = 0.0,
     sparse_ratio: Annotated[float, typer.Option(help="ADMM target sparsity")] = 0.6,
     sparse_rho: Annotated[float, typer.Option(help="ADMM rho")] = 1e-2,
+    sparse_bn: Annotated[
+        bool,
+        typer.Option(
+            "--sparse-bn",
+            metavar="",
+            help="Re-estimate the sparse model's BatchNorm statistics before evaluating it",
+        ),
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Run directory: config, metrics.jsonl, checkpoints"),

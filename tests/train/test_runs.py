@@ -398,3 +398,25 @@ def test_a_hostile_config_json_is_refused_not_parsed_into_a_crash(tmp_path: Path
     (run_dir / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(UsageError, match=r"config\.json: not a readable run config"):
         train_run({}, run_dir, resume=True, progress=False)
+
+
+def test_sparse_bn_recalibrates_the_deployed_model(tmp_path: Path) -> None:
+    """With sparse_bn the checkpoint's BatchNorm statistics are those of the deployed u (one
+    pass over the training data), and the logged accuracy is that model's."""
+    config = {"model": "smallcnn", "data": "digits", "epochs": 1, "batch_size": 128}
+    sparse = {**SPARSE_RUNS["rgsm"], "sparse_lam": 0.2}
+    plain = train_run({**config, **sparse}, tmp_path / "plain", progress=False)
+    tuned = train_run({**config, **sparse, "sparse_bn": True}, tmp_path / "bn", progress=False)
+    assert tuned.metrics["channel_sparsity"].iloc[-1] == pytest.approx(
+        plain.metrics["channel_sparsity"].iloc[-1]
+    )
+    before, after = _weights(tmp_path / "plain"), _weights(tmp_path / "bn")
+    key = next(k for k in after if k.endswith("bn.running_mean"))
+    assert not torch.equal(before[key], after[key])
+    from tailwise.train import accuracy_on
+
+    assert accuracy_on(load_model(tmp_path / "bn" / "last.safetensors"), "digits") == (
+        pytest.approx(tuned.metrics["test_acc"].iloc[-1])
+    )
+    with pytest.raises(UsageError, match="sparse_bn"):
+        TrainConfig.from_dict({"model": "mlp", "sparse_bn": True})

@@ -2,9 +2,10 @@
 
 :func:`prune` is the entry point (method, allocation, protected output layers, budgets);
 ``prune_magnitude`` / ``prune_lowrank`` / ``prune_nodes`` / ``prune_channels`` are the methods
-on their own, each a :class:`Pruner` run by :func:`run_pruner`. :func:`prune_file` prunes a
-weights file (safetensors, Hugging Face folder, torch checkpoint) that records no
-architecture, by the methods that only zero entries, tensor by tensor.
+on their own (and ``remove_zero_channels`` takes out what structured training zeroed), each
+a :class:`Pruner` run by :func:`run_pruner`. :func:`prune_file` prunes a weights file
+(safetensors, Hugging Face folder, torch checkpoint) that records no architecture, by the
+methods that only zero entries, tensor by tensor.
 
 Every method takes a model and a pruning ratio (one float, or a dict layer name -> ratio such
 as :func:`allocate` returns) and gives a :class:`PruneResult` (model, per-layer report, the
@@ -24,11 +25,20 @@ from tailwise.prune.pipeline import PruneMethod, find_output_layers, prune
 from tailwise.prune.rebuild import load_pruned, save_pruned
 from tailwise.prune.report import LayerReport, PruneResult, layer_flops
 from tailwise.prune.runner import MaskPruner, Pruner, Replacement, ReplacePruner, run_pruner
-from tailwise.prune.structured import ChannelPruner, NodePruner, prune_channels, prune_nodes
+from tailwise.prune.structured import (
+    ZERO_CHANNEL_TOL,
+    ChannelPruner,
+    NodePruner,
+    ZeroChannelPruner,
+    prune_channels,
+    prune_nodes,
+    remove_zero_channels,
+)
 from tailwise.prune.unstructured import GlobalMagnitudePruner, MagnitudePruner, prune_magnitude
 
 __all__ = [
     "FILE_METHODS",
+    "ZERO_CHANNEL_TOL",
     "ChannelPruner",
     "FilePruneResult",
     "GlobalMagnitudePruner",
@@ -42,6 +52,7 @@ __all__ = [
     "Pruner",
     "ReplacePruner",
     "Replacement",
+    "ZeroChannelPruner",
     "allocate",
     "alpha_pruning_ratios",
     "erk_densities",
@@ -58,6 +69,7 @@ __all__ = [
     "prune_magnitude",
     "prune_nodes",
     "rebuild_info",
+    "remove_zero_channels",
     "run_pruner",
     "save_pruned",
 ]

@@ -29,7 +29,12 @@ from tailwise.prune.layers import check_ratio, prunable_layers
 from tailwise.prune.lowrank import LowRankPruner
 from tailwise.prune.report import PruneResult
 from tailwise.prune.runner import ExampleInputs, Pruner, run_pruner
-from tailwise.prune.structured import ChannelPruner, NodePruner, output_layers
+from tailwise.prune.structured import (
+    ChannelPruner,
+    NodePruner,
+    ZeroChannelPruner,
+    output_layers,
+)
 from tailwise.prune.unstructured import GlobalMagnitudePruner, MagnitudePruner
 
 __all__ = ["CHANNEL_BUDGET_TOLERANCE", "PruneMethod", "find_output_layers", "prune"]
@@ -47,9 +52,11 @@ class PruneMethod(str, enum.Enum):
     LOWRANK = "lowrank"
     NODE = "node"
     CHANNEL = "channel"
+    ZERO_CHANNELS = "zero-channels"
 
 
 _MAGNITUDE = (PruneMethod.MAGNITUDE, PruneMethod.GLOBAL_MAGNITUDE)
+_TRACED = (PruneMethod.CHANNEL, PruneMethod.ZERO_CHANNELS)
 
 
 def _parse_method(method: PruneMethod | str) -> PruneMethod:
@@ -75,6 +82,9 @@ def _pruner(
         PruneMethod.CHANNEL: lambda: ChannelPruner(
             example_inputs,  # type: ignore[arg-type]  # checked by prune()
             original=original,
+        ),
+        PruneMethod.ZERO_CHANNELS: lambda: ZeroChannelPruner(
+            example_inputs,  # type: ignore[arg-type]  # checked by prune()
         ),
     }
     return makers[method]()
@@ -134,7 +144,9 @@ def prune(
     ``method`` (:class:`PruneMethod`): ``"magnitude"`` (:func:`prune_magnitude`),
     ``"global-magnitude"`` (one threshold over all layers), ``"lowrank"``
     (:func:`prune_lowrank`), ``"node"`` (:func:`prune_nodes`) or ``"channel"``
-    (:func:`prune_channels`, needs ``example_inputs`` to trace the model).
+    (:func:`prune_channels`, needs ``example_inputs`` to trace the model) or
+    ``"zero-channels"`` (:func:`remove_zero_channels`: the channels structured training left
+    at zero are removed; ``ratio`` and ``allocation`` do not apply, the zeros decide).
     ``allocation``: ``"uniform"`` (every layer ``ratio``), ``"lamp"``, ``"erk"`` or a numeric
     ``tailwise.analyze`` column, optionally ``":inverse"`` (see :func:`allocate`);
     ``"global-magnitude"`` takes ``"uniform"`` only (its threshold is the allocation).
@@ -174,10 +186,14 @@ def prune(
         )
     if center and chosen not in _MAGNITUDE:
         raise UsageError("center applies to magnitude pruning only")
-    if chosen is PruneMethod.CHANNEL and example_inputs is None:
+    if chosen in _TRACED and example_inputs is None:
         raise UsageError(
             "channel pruning traces the model: pass example_inputs (command line: "
             "--input-shape, e.g. 1,3,32,32)"
+        )
+    if chosen is PruneMethod.ZERO_CHANNELS and parsed.kind is not AllocationKind.UNIFORM:
+        raise UsageError(
+            "method 'zero-channels' removes the channels that are zero; it takes no allocation"
         )
     outputs = find_output_layers(model, example_inputs) if protect_outputs else []
     # The protected layers stay in the selection with ratio 0, so that they are reported.
@@ -222,7 +238,7 @@ def prune(
             progress=progress,
         )
 
-    if chosen is PruneMethod.GLOBAL_MAGNITUDE:
+    if chosen in (PruneMethod.GLOBAL_MAGNITUDE, PruneMethod.ZERO_CHANNELS):
         result = run(ratio)
     elif chosen is PruneMethod.CHANNEL and parsed.kind is not AllocationKind.UNIFORM:
         result = _channel_budget(ratio, ratios_for, run, inplace)

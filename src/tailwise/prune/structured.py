@@ -3,6 +3,9 @@
 - :func:`prune_nodes` (source 003, REFERENCES §4): a fully connected layer loses whole
   columns of W (input nodes) and a convolution whole kernels W[o, i] (kh x kw slices), those
   with the smallest l2 norm, as ``torch.nn.utils.prune`` masks.
+- :func:`remove_zero_channels`: the output channels that structured training (RGSM, structured
+  ADMM) set to exactly zero are removed the same way, so a channel-sparse model becomes a
+  physically smaller one.
 - :func:`prune_channels`: output channels are removed from the network, using Torch-Pruning's
   dependency graph so that every coupled tensor shrinks with them: the following layers' input
   channels, BatchNorm statistics, residual additions (all members of a sum lose the same
@@ -35,7 +38,19 @@ from tailwise.prune.report import (
 )
 from tailwise.prune.runner import Edits, ExampleInputs, MaskPruner, Pruner, run_pruner
 
-__all__ = ["ChannelPruner", "NodePruner", "output_layers", "prune_channels", "prune_nodes"]
+__all__ = [
+    "ZERO_CHANNEL_TOL",
+    "ChannelPruner",
+    "NodePruner",
+    "ZeroChannelPruner",
+    "output_layers",
+    "prune_channels",
+    "prune_nodes",
+    "remove_zero_channels",
+]
+
+#: A channel whose weights have l2 norm below this is "zero" (source 002's channel sparsity).
+ZERO_CHANNEL_TOL = 1e-15
 
 
 def _unit_keep_mask(weight: Tensor, remove: int) -> Tensor:
@@ -346,6 +361,158 @@ class ChannelPruner(Pruner):
                 + f" ({type(exc).__name__}: {first_line(exc)}); exclude that layer "
                 "(exclude= or ignored=; --exclude on the command line)"
             ) from exc
+
+
+def remove_zero_channels(
+    model: nn.Module,
+    example_inputs: Tensor | tuple[Any, ...],
+    *,
+    tol: float = ZERO_CHANNEL_TOL,
+    include: str | re.Pattern[str] | None = None,
+    exclude: str | re.Pattern[str] | None = None,
+    ignored: Sequence[str] = (),
+    inplace: bool = False,
+) -> PruneResult:
+    """Physically remove the output channels whose weights are zero (l2 norm < ``tol``).
+
+    What a channel-sparse model from :class:`tailwise.train.splitting.RGSM` or structured
+    :class:`~tailwise.train.splitting.ADMM` needs to become smaller and faster: the zero
+    channels (002's channel sparsity, ``||W[c]||_2 < 1e-15``) of every selected Linear/Conv
+    layer are removed over Torch-Pruning's dependency graph, like :func:`prune_channels`, but
+    by index instead of by rank. A channel coupled to others (the convolutions feeding one
+    residual sum lose the same channels) is removed only when it is zero in every coupled
+    layer; a layer keeps at least one channel; output layers (found with ``example_inputs``)
+    and ``ignored`` keep theirs. ``torch.nn.utils.prune`` masks are made permanent first.
+    The report's ``ratio`` column is the share of zero channels found, ``achieved`` the share
+    of weights removed.
+
+    The pruned network computes exactly what the sparse one does when nothing between a zero
+    channel and the next layer adds a constant; a BatchNorm after it does (its output there is
+    the constant ``beta - gamma mu / sqrt(var + eps)``), so removal then changes the outputs by
+    that constant's contribution: measure accuracy after removal (``tailwise prune --method
+    zero-channels --data ...`` prints it before and after).
+
+    >>> from tailwise.models import MLP
+    >>> net = MLP(8, [6], 3)
+    >>> with torch.no_grad():
+    ...     net.layers[0].weight[[1, 4]] = 0.0
+    >>> result = remove_zero_channels(net, torch.zeros(1, 8))
+    >>> result.model.layers[0].out_features, result.model.layers[1].in_features
+    (4, 4)
+    """
+    if isinstance(ignored, str):
+        raise TypeError(f"ignored must be a sequence of layer names, got the string {ignored!r}")
+    tol = float(tol)
+    if not math.isfinite(tol) or tol <= 0:
+        raise UsageError(f"remove_zero_channels: tol must be a finite number > 0, got {tol}")
+    pruner = ZeroChannelPruner(example_inputs, tol=tol, ignored=ignored)
+    return run_pruner(
+        model, 1.0, pruner, include=include, exclude=exclude, inplace=inplace, progress=False
+    )
+
+
+def _make_permanent(model: nn.Module) -> None:
+    """Remove every ``torch.nn.utils.prune`` reparametrization of ``model`` (in place)."""
+    from torch.nn.utils import prune as torch_prune
+
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                torch_prune.remove(module, hook._tensor_name)
+
+
+def _zero_channels(module: nn.Module, tol: float) -> list[int]:
+    """Output channels of ``module`` whose weights (bias excluded) have l2 norm < ``tol``."""
+    weight = layer_weight(module).detach().to(torch.float64)
+    norms = torch.linalg.vector_norm(weight.flatten(1), dim=1)  # (out,)
+    return [int(i) for i in torch.nonzero(norms < tol).flatten()]
+
+
+class ZeroChannelPruner(ChannelPruner):
+    """Removal of the zero output channels over the dependency graph (by index, not by rank).
+
+    :meth:`resolve` sets each layer's ratio to its share of zero channels, for the report.
+    """
+
+    method = "zero-channels"
+
+    def __init__(
+        self,
+        example_inputs: ExampleInputs,
+        *,
+        tol: float = ZERO_CHANNEL_TOL,
+        ignored: Sequence[str] = (),
+    ) -> None:
+        super().__init__(example_inputs, ignored=ignored)
+        self.tol = tol
+
+    def resolve(
+        self, layers: Mapping[str, nn.Module], ratio: float | Mapping[str, float]
+    ) -> dict[str, float]:
+        return {
+            name: len(_zero_channels(module, self.tol)) / _channels(module)
+            for name, module in layers.items()
+        }
+
+    def apply(
+        self,
+        model: nn.Module,
+        layers: Mapping[str, nn.Module],
+        ratios: Mapping[str, float],
+        example_inputs: ExampleInputs | None,
+        progress: bool,
+    ) -> tuple[list[LayerReport], Edits]:
+        _make_permanent(model)  # Torch-Pruning edits plain weights, not weight_orig * mask
+        return super().apply(model, layers, ratios, example_inputs, progress)
+
+    def _prune_graph(
+        self,
+        model: nn.Module,
+        layers: Mapping[str, nn.Module],
+        ratios: Mapping[str, float],
+        protected: set[str],
+    ) -> None:
+        if not any(r > 0 for name, r in ratios.items() if name not in protected):
+            return
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=self.example_inputs)
+        kept = {layers[name] for name in protected}
+        for name, r in ratios.items():
+            if r <= 0 or name in protected:
+                continue
+            module = layers[name]
+            zero = _zero_channels(module, self.tol)[: _channels(module) - 1]
+            prune_fn = (
+                tp.prune_linear_out_channels
+                if isinstance(module, nn.Linear)
+                else tp.prune_conv_out_channels
+            )
+            removable = _removable(
+                graph, graph.get_pruning_group(module, prune_fn, zero), kept, self.tol
+            )
+            if removable:
+                group = graph.get_pruning_group(module, prune_fn, removable)
+                if graph.check_pruning_group(group):
+                    group.prune()
+        _outputs(model, self.example_inputs)
+
+
+def _removable(graph: Any, group: Any, kept: set[nn.Module], tol: float) -> list[int]:
+    """The root indices of ``group`` whose channels are zero in every coupled Linear/Conv
+    layer that would lose them as output channels (and none of which is in ``kept``)."""
+    good = set(group[0].root_idxs)
+    for item in group.items:
+        target = item.dep.target.module
+        if not graph.is_out_channel_pruning_fn(item.dep.handler):
+            continue
+        if not isinstance(target, nn.Linear | nn.modules.conv._ConvNd):
+            continue
+        if target in kept:
+            return []
+        weight = layer_weight(target).detach().to(torch.float64).flatten(1)
+        for idx, root in zip(item.idxs, item.root_idxs, strict=True):
+            if float(torch.linalg.vector_norm(weight[idx])) >= tol:
+                good.discard(root)
+    return sorted(good)
 
 
 def _meta_prune(

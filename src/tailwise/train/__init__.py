@@ -8,7 +8,7 @@ from tailwise.train.layerwise import (
     allocate_lr,
     layer_param_groups,
 )
-from tailwise.train.loop import Callback, History, evaluate, fit
+from tailwise.train.loop import Callback, History, evaluate, fit, recalibrate_batch_norm
 from tailwise.train.regularizers import (
     L2,
     TABLE_4_2,
@@ -100,6 +100,7 @@ __all__ = [
     "prox_l1",
     "prox_tl1",
     "read_metrics",
+    "recalibrate_batch_norm",
     "regularized_step",
     "selection_mask",
     "sparsity",

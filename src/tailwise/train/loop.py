@@ -187,6 +187,63 @@ def evaluate(
     return meter.compute("evaluate")
 
 
+def recalibrate_batch_norm(
+    model: nn.Module,
+    loader: Batches,
+    *,
+    max_batches: int | None = None,
+    device: str | torch.device | None = None,
+) -> int:
+    """Recompute every BatchNorm's running statistics for the weights ``model`` has now.
+
+    What a sparse model deployed from RVSM / RGSM needs (source 002 keeps the statistics
+    gathered on the training weights w, whose activations differ from the deployed u's): the
+    statistics are reset and re-estimated as a plain average (momentum None) over the inputs
+    of ``loader`` (up to ``max_batches`` batches), in one pass without gradients. Only the
+    BatchNorm layers run in training mode during the pass (dropout and the noise of stochastic
+    layers stay as in eval mode); every module's mode and each BatchNorm's momentum are
+    restored. Returns the number of BatchNorm layers recalibrated (0: nothing to do).
+
+    >>> from tailwise.models import SmallCNN
+    >>> net = SmallCNN(channels=(4,))
+    >>> recalibrate_batch_norm(net, [(torch.randn(16, 1, 8, 8), torch.zeros(16))])
+    1
+    >>> float(net.features[0].bn.num_batches_tracked)
+    1.0
+    """
+    if max_batches is not None and (
+        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
+    ):
+        raise ValueError(
+            f"recalibrate_batch_norm: max_batches must be an int >= 1, got {max_batches!r}"
+        )
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracked = [m for m in norms if m.track_running_stats]
+    if not tracked:
+        return 0
+    target_device = _resolve_device(model, device)
+    modes = {module: module.training for module in model.modules()}
+    momenta = {module: module.momentum for module in tracked}
+    try:
+        model.eval()
+        for module in tracked:
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over the pass
+            module.train()
+        with torch_work(), torch.no_grad():
+            for index, batch in enumerate(loader):
+                if max_batches is not None and index >= max_batches:
+                    break
+                inputs, _ = _unpack(batch, target_device, "recalibrate_batch_norm")
+                model(inputs)
+    finally:
+        for any_module, training in modes.items():
+            any_module.training = training
+        for norm, momentum in momenta.items():
+            norm.momentum = momentum
+    return len(tracked)
+
+
 def fit(
     model: nn.Module,
     train_loader: Batches,

@@ -53,7 +53,7 @@ from tailwise.models import MLP, MODEL_NAMES, create_model
 from tailwise.prune import save_pruned
 from tailwise.train.adversarial import adversarial_batches
 from tailwise.train.layerwise import LR_MAPPINGS, LayerwiseLR, layer_param_groups
-from tailwise.train.loop import Batches, Callback, evaluate, fit
+from tailwise.train.loop import Batches, Callback, evaluate, fit, recalibrate_batch_norm
 from tailwise.train.regularizers import (
     L2Stopped,
     L2StoppedSelective,
@@ -62,7 +62,14 @@ from tailwise.train.regularizers import (
     SelectiveL2,
     fit_regularized,
 )
-from tailwise.train.splitting import ADMM, RGSM, RVSM, SplittingOptimizer, sparsity
+from tailwise.train.splitting import (
+    ADMM,
+    RGSM,
+    RVSM,
+    SplittingOptimizer,
+    channel_sparsity,
+    sparsity,
+)
 
 __all__ = [
     "REGULARIZER_NAMES",
@@ -123,6 +130,9 @@ class TrainConfig:
     (``sparse_lam`` = lambda_1, ``sparse_beta``, ``sparse_lam2``), ``admm`` / ``admm-channel``
     (``sparse_ratio``, ``sparse_rho``; one round per epoch, hard pruning after epoch
     ``epochs // 2``); it composes with ``adversarial`` (002 §4.2) and ``layerwise``.
+    ``sparse_bn``: re-estimate the deployed sparse model's BatchNorm statistics (one pass over
+    the training data, :func:`tailwise.train.recalibrate_batch_norm`) before it is evaluated
+    and saved; not part of 002's protocol, off by default.
     """
 
     model: str = "resnet20"
@@ -149,6 +159,7 @@ class TrainConfig:
     sparse_lam2: float = 0.0
     sparse_ratio: float = 0.6
     sparse_rho: float = 1e-2
+    sparse_bn: bool = False
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -190,6 +201,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise UsageError(f"train: {name} must be a number > 0, got {value!r}")
+        if not isinstance(self.sparse_bn, bool):
+            raise UsageError(f"train: sparse_bn must be true or false, got {self.sparse_bn!r}")
+        if self.sparse_bn and self.sparse is None:
+            raise UsageError("train: sparse_bn re-estimates a sparse model's BatchNorm: set sparse")
         if not (isinstance(self.sparse_ratio, int | float) and 0 <= self.sparse_ratio < 1):
             raise UsageError(f"train: sparse_ratio must be in [0, 1), got {self.sparse_ratio!r}")
 
@@ -305,8 +320,10 @@ class _EpochLog(Callback):
         architecture: Mapping[str, Any] | None,
         test_loader: Batches | None = None,
         prune_after: int = 0,
+        recalibrate: bool = False,
     ) -> None:
         self.seed = seed
+        self.recalibrate = recalibrate
         self.test_loader = test_loader
         self.prune_after = prune_after
         self.loader = loader
@@ -363,10 +380,13 @@ class _EpochLog(Callback):
             deployed = model if optimizer.pruned else optimizer.deploy(model)
         else:
             deployed = optimizer.deploy(model)
+        if self.recalibrate:
+            recalibrate_batch_norm(deployed, self.loader)
         row["dense_test_loss"], row["dense_test_acc"] = row["test_loss"], row["test_acc"]
         if self.test_loader is not None:
             row["test_loss"], row["test_acc"] = evaluate(deployed, self.test_loader)
         row["sparsity"] = float(sparsity(deployed)["sparsity"].iloc[-1])
+        row["channel_sparsity"] = float(channel_sparsity(deployed)["channel_sparsity"].iloc[-1])
         return deployed
 
     def _commit(self, model: nn.Module, improved: bool, deployed: nn.Module) -> None:
@@ -725,6 +745,7 @@ def train_run(
         architecture=architecture,
         test_loader=test_loader,
         prune_after=max(1, cfg.epochs // 2),
+        recalibrate=cfg.sparse_bn,
     )
     batches: Batches = train_loader
     if cfg.adversarial is not None:  # random starts from torch's RNG, reseeded every epoch

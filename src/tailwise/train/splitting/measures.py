@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tailwise._errors import UsageError
 from tailwise.prune.layers import layer_weight, prunable_layers
 from tailwise.prune.report import layer_kind
+from tailwise.prune.structured import ZERO_CHANNEL_TOL
 
 __all__ = ["CHANNEL_COLUMNS", "SPARSITY_COLUMNS", "channel_sparsity", "sparsity"]
 
@@ -110,7 +111,7 @@ def sparsity(
 
 def channel_sparsity(
     model: nn.Module,
-    tol: float = 1e-15,
+    tol: float = ZERO_CHANNEL_TOL,
     *,
     include: str | re.Pattern[str] | None = None,
     exclude: str | re.Pattern[str] | None = None,
