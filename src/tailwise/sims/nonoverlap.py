@@ -150,15 +150,22 @@ def _norm(x: FloatArray) -> FloatArray:
     return np.sqrt(np.einsum("...i,...i->...", x, x))
 
 
-def _angle(w: FloatArray, w_star: FloatArray) -> FloatArray:
-    """Angle in [0, pi] between each row of ``w`` (nonzero) and ``w_star``.
+def _chords(w: FloatArray, unit_star: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``(|w|, |w^ - v^|, |w^ + v^|)`` for rows w (nonzero) and a unit teacher v^.
 
-    ``2 atan2(|w^ - v^|, |w^ + v^|)``: accurate near 0 and pi, where ``arccos`` of the
-    cosine loses half the digits.
+    The chords are ``2 sin(t/2)`` and ``2 cos(t/2)`` (t the angle between w and v): the angle
+    is ``2 atan2(d, s)`` and ``sin t = d s / 2``, accurate near 0 and pi, where ``arccos``
+    of the cosine loses half the digits.
     """
-    wh = w / _norm(w)[..., None]
-    vh = w_star / _norm(w_star)
-    return np.asarray(2.0 * np.arctan2(_norm(wh - vh), _norm(wh + vh)), dtype=np.float64)
+    nw = _norm(w)
+    wh = w / nw[..., None]
+    return nw, _norm(wh - unit_star), _norm(wh + unit_star)
+
+
+def _angle(w: FloatArray, w_star: FloatArray) -> FloatArray:
+    """Angle in [0, pi] between each row of ``w`` (nonzero) and ``w_star``."""
+    _, d, s = _chords(w, w_star / _norm(w_star))
+    return np.asarray(2.0 * np.arctan2(d, s), dtype=np.float64)
 
 
 def _relu_constants(k: int) -> tuple[float, float]:
@@ -181,10 +188,17 @@ def _relu_loss(w: FloatArray, w_star: FloatArray, k: int) -> FloatArray:
 
 
 def _relu_grad(w: FloatArray, w_star: FloatArray, k: int) -> FloatArray:
+    return _relu_grad_given(w, w_star, w_star / _norm(w_star), float(_norm(w_star)), k)
+
+
+def _relu_grad_given(
+    w: FloatArray, w_star: FloatArray, unit_star: FloatArray, star_norm: float, k: int
+) -> FloatArray:
+    """eq. 3.16 with the teacher's unit vector and norm given (computed once per run)."""
     a, b = _relu_constants(k)
-    nw, ns = _norm(w), float(_norm(w_star))
-    theta = _angle(w, w_star)
-    coef = (2.0 * a - k * ns * np.sin(theta) / (math.pi * nw) - 2.0 * b * ns / nw) / (k * k)
+    nw, d, s = _chords(w, unit_star)
+    theta, sin = 2.0 * np.arctan2(d, s), 0.5 * d * s
+    coef = (2.0 * a - (k * sin / math.pi + 2.0 * b) * star_norm / nw) / (k * k)
     along = (math.pi - theta) / (k * math.pi)
     return np.asarray(coef[..., None] * w - along[..., None] * w_star, dtype=np.float64)
 
@@ -260,9 +274,12 @@ def _binary_grad(w: FloatArray, w_star: FloatArray, k: int) -> FloatArray | None
 
 
 def _coarse_grad(w: FloatArray, w_star: FloatArray, k: int) -> FloatArray:
-    wh = w / _norm(w)[..., None]
-    vh = w_star / _norm(w_star)
-    return np.asarray(k / (2.0 * SQRT_2PI) * (wh - vh), dtype=np.float64)
+    return _coarse_grad_given(w, w_star / _norm(w_star), k)
+
+
+def _coarse_grad_given(w: FloatArray, unit_star: FloatArray, k: int) -> FloatArray:
+    """eq. 3.23 with the teacher's unit vector given."""
+    return np.asarray(k / (2.0 * SQRT_2PI) * (w / _norm(w)[..., None] - unit_star))
 
 
 def binary_population_loss(w: ArrayLike, w_star: ArrayLike, k: int) -> FloatArray:
@@ -433,7 +450,14 @@ def _run(
         w0, w_star, k, eta, beta, lam, penalty, steps, a, where
     )
     binary = algorithm == "rvscgd"
-    grad = _coarse_grad if binary else _relu_grad
+    star_norm = float(_norm(star))
+    unit_star = star / star_norm
+
+    def grad(w: FloatArray) -> FloatArray:  # the teacher's norm and direction computed once
+        if binary:
+            return _coarse_grad_given(w, unit_star, k_int)
+        return _relu_grad_given(w, star, unit_star, star_norm, k_int)
+
     prox = _prox_map(pen, lam_f / beta_f, a_f)
     if binary:  # Algorithm 2 keeps |w| = 1; the binarized loss does not see the scale
         w = w / _norm(w)[..., None]
@@ -443,7 +467,7 @@ def _run(
     ws[0], us[0] = w, u
     with np.errstate(over="ignore", invalid="ignore"):
         for t in range(n_steps):
-            w = w - eta_f * (grad(w, star, k_int) + beta_f * (w - u))
+            w = w - eta_f * (grad(w) + beta_f * (w - u))
             norm = _norm(w)
             if not np.all((norm > 0) & np.isfinite(norm)):
                 raise UsageError(
