@@ -59,7 +59,16 @@ At a limit point (source 002 eqs. 3.13-3.15, 3.20-3.21): ``u = prox(w)``; ``w*``
 or ``2 sqrt(2 pi) beta / k`` (RVSCGD, eq. 3.14, |w*| = 1); ``c sin t = beta |u| sin gamma``
 (gamma the angle between u and w; ``c = (pi - t) |w*| / (k pi)`` for RVSM,
 ``k / (2 sqrt(2 pi))`` for RVSCGD), and for RVSCGD the distance bound (3.15)
-``|w* - w| <= 4 sqrt(2 pi) beta sin gamma / k``. :func:`limit_checks` computes these.
+``|w* - w| <= 4 sqrt(2 pi) beta sin gamma / k``. :func:`limit_checks` computes these,
+:func:`theorem_conditions` whether a run met the theorems' conditions, and
+:func:`monte_carlo_check` sets the closed forms next to sampled estimates.
+
+A finding: under Theorem 3.2's conditions the Lagrangian on the binarized loss ``k t / pi``
+is not always monotone (it rose in 117 of 200 random problems, by up to 3% of its value at
+one step; ``benchmarks/sims_nonoverlap.py``): the proof's descent inequality (eq. 3.25) is
+only shown for steps that decrease the angle. RVSCGD does descend
+``SplittingTrajectory.coarse_lagrangian``, built on ``f_c(w) = k (1 - cos t) / (2 sqrt(2
+pi))``, whose gradient on the unit sphere is exactly the expected coarse gradient.
 """
 
 from __future__ import annotations
@@ -615,7 +624,7 @@ def limit_checks(trajectory: SplittingTrajectory) -> dict[str, FloatArray]:
       4 sqrt(2 pi) beta sin(gamma) / k`` (eq. 3.15; NaN for RVSM, whose Theorem 3.1 only
       gives O(k beta sin gamma)).
 
-    Each value has the leading shape of ``trajectory.w0`` (0-d for one run).
+    Each value has the leading shape of the run's ``w0`` (0-d for one run).
 
     >>> import numpy as np
     >>> run = run_rvscgd([0.1, 0.5, 0.5, -0.7], [0.8, 0.6, 0.0, 0.0], 4, eta=0.25,
