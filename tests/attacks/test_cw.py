@@ -158,3 +158,34 @@ def test_targets_must_be_class_indices() -> None:
         cw_l2(model, x, nn.functional.one_hot(y).double())
     with pytest.raises(UsageError, match=r"cw_margin: expected logits \(N, C >= 2\)"):
         cw_margin(torch.zeros(3, 1), torch.zeros(3, dtype=torch.long))
+
+
+def test_abort_early_only_stops_examples_that_stopped_progressing() -> None:
+    """Every example's distance with abort_early is the distance it had reached when it
+    stopped, so never below the full run's; the attack succeeds as often, nearly as close,
+    with fewer example evaluations."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5)).double().eval()
+    x = torch.rand(60, 20, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    seen = {"examples": 0}
+
+    def count(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+        seen["examples"] += len(args[0])
+
+    handle = model.register_forward_hook(count)
+    full = cw_l2(model, x, y, c=10.0, steps=300, lr=0.05, abort_early=False)
+    full_cost, seen["examples"] = seen["examples"], 0
+    early = cw_l2(model, x, y, c=10.0, steps=300, lr=0.05)
+    handle.remove()
+    assert seen["examples"] < 0.8 * full_cost
+    with torch.no_grad():
+        fooled_full = model(full).argmax(dim=1) != y
+        fooled_early = model(early).argmax(dim=1) != y
+    assert int(fooled_early.sum()) >= int(fooled_full.sum()) - 1
+    both = fooled_full & fooled_early
+    d_full = (full - x)[both].norm(dim=1)
+    d_early = (early - x)[both].norm(dim=1)
+    assert bool((d_early >= d_full * (1 - 1e-6)).all())
+    assert float(d_early.mean()) <= 1.05 * float(d_full.mean())

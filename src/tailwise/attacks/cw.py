@@ -24,6 +24,10 @@ __all__ = ["cw_l2", "cw_margin"]
 # w = atanh(2x - 1) is infinite at x = 0 and 1 (common pixel values): C&W's own code scales
 # 2x - 1 by 0.999999 so the start is finite and every pixel can move.
 _TANH_SHRINK = 0.999999
+# abort_early: an example stops after this many checks in a row without progress (one check
+# is too few: an iterate oscillating across the decision boundary can hold its best distance
+# for more than steps / 10 steps and then improve again).
+_PATIENCE = 2
 
 
 def cw_margin(logits: Tensor, y: Tensor, kappa: float = 0.0) -> Tensor:
@@ -70,15 +74,25 @@ def cw_l2(
     kappa: float = 0.0,
     steps: int = 50,
     lr: float = 0.01,
+    abort_early: bool = True,
 ) -> Tensor:
     """Carlini-Wagner L2: the closest misclassified iterate of Adam in tanh space.
 
     Minimizes sum_n ||x'_n - x_n||^2 + c f(x'_n) (see :func:`cw_margin`) over w with
-    x' = (tanh(w) + 1) / 2, starting at w = atanh(0.999999 (2x - 1)), for ``steps`` Adam
-    steps of learning rate ``lr`` (no early stop, no binary search over c; defaults as
-    torchattacks' ``CW``). An iterate counts as adversarial when max_{i != y} Z_i - Z_y >
-    kappa; each example gets the adversarial iterate with the smallest L2 distance seen, or
-    stays ``x`` when none was. Deterministic; each example is optimized independently.
+    x' = (tanh(w) + 1) / 2, starting at w = atanh(0.999999 (2x - 1)), for up to ``steps``
+    Adam steps of learning rate ``lr`` (no binary search over c; defaults as torchattacks'
+    ``CW``). An iterate counts as adversarial when max_{i != y} Z_i - Z_y > kappa; each
+    example gets the adversarial iterate with the smallest L2 distance seen, or stays ``x``
+    when none was. Deterministic; each example is optimized independently.
+
+    ``abort_early`` (C&W's rule, per example and with patience): every ``max(steps // 10,
+    1)`` steps each example's progress is checked, its best adversarial distance once it
+    has one, its lowest objective before; after two checks in a row without a relative
+    improvement of 1e-4 the example is finished and leaves the batch (its best iterate
+    stays); the attack ends when none is left. The examples still running get exactly the iterates they would get without the
+    abort (each is optimized on its own), so the abort only saves the forward and backward
+    passes of converged examples. torchattacks instead compares the *batch's* summed loss,
+    which rises while the distances grow, and stops the whole batch after a few steps.
 
     Args:
         model: maps inputs (N, ...) to logits (N, C).
@@ -105,24 +119,40 @@ def cw_l2(
     lr = check_real("cw_l2", "lr", lr, positive=True)
     check_batch("cw_l2", x, y, class_indices=True)
     x = x.detach()
-    w = torch.atanh((2 * x - 1) * _TANH_SHRINK).requires_grad_(True)
-    optimizer = torch.optim.Adam([w], lr=lr)
     best = x.clone()
-    best_l2 = torch.full(x.shape[:1], float("inf"), dtype=x.dtype, device=x.device)
     with attack_mode(model):
-        for _ in range(steps):
-            x_adv = (torch.tanh(w) + 1) / 2
-            l2 = (x_adv - x).flatten(1).square().sum(dim=1)
-            logits = model(x_adv)
-            margin = _margin(logits, y)
-            loss = (l2 + c * torch.clamp(margin, min=-kappa)).sum()
+        w = torch.atanh((2 * x - 1) * _TANH_SHRINK).requires_grad_(True)
+        optimizer = torch.optim.Adam([w], lr=lr)
+        best_l2 = torch.full(x.shape[:1], float("inf"), dtype=x.dtype, device=x.device)
+        check_every = max(steps // 10, 1)
+        last_check = torch.full_like(best_l2, float("inf"))  # lowest objective to last check
+        lowest = torch.full_like(best_l2, float("inf"))  # lowest objective so far
+        stalls = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+        active = torch.arange(len(x), device=x.device)  # examples still optimized
+        for step in range(steps):
+            x_adv = (torch.tanh(w[active]) + 1) / 2
+            l2 = (x_adv - x[active]).flatten(1).square().sum(dim=1)
+            margin = _margin(model(x_adv), y[active])
+            objective = l2 + c * torch.clamp(margin, min=-kappa)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            objective.sum().backward()
+            optimizer.step()  # rows left out get no gradient: Adam moves them, unused
             with torch.no_grad():
+                lowest[active] = torch.minimum(lowest[active], objective)
                 # -margin is max_{i != y} Z_i - Z_y of the iterate just evaluated.
-                improved = (-margin > kappa) & (l2 < best_l2)
-                best_l2 = torch.where(improved, l2, best_l2)
+                improved = (-margin > kappa) & (l2 < best_l2[active])
+                best_l2[active] = torch.where(improved, l2, best_l2[active])
                 mask = improved.view(-1, *([1] * (x.ndim - 1)))
-                best = torch.where(mask, x_adv.detach(), best)
+                best[active] = torch.where(mask, x_adv, best[active])
+                if abort_early and (step + 1) % check_every == 0:
+                    # Progress: the distance returned once adversarial, the objective before.
+                    found = torch.isfinite(best_l2[active])
+                    previous = last_check[active]
+                    now = torch.where(found, best_l2[active], lowest[active])
+                    improved = ~(now > previous - 1e-4 * previous.abs())  # inf -> number: yes
+                    last_check[active] = now
+                    stalls[active] = torch.where(improved, 0, stalls[active] + 1)
+                    active = active[stalls[active] < _PATIENCE]
+                    if len(active) == 0:
+                        break
     return best
