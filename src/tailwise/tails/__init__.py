@@ -24,6 +24,7 @@ from tailwise.tails.stable import (
     sample_sas,
     sample_skewed_stable,
     synthetic_layer,
+    synthetic_layers,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "sample_sas",
     "sample_skewed_stable",
     "synthetic_layer",
+    "synthetic_layers",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "sample_sas",
     "sample_skewed_stable",
     "synthetic_layer",
+    "synthetic_layers",
 ]
 
 Size: TypeAlias = int | Sequence[int]
@@ -313,3 +314,24 @@ def synthetic_layer(
     mixing = _elliptic_mixing(alpha, mixing_shape, draws)
     out: Samples = xp.sqrt(mixing) * draws.normal((rows, cols))
     return out
+
+
+def synthetic_layers(
+    alpha: float,
+    shape: tuple[int, int],
+    kind: str | LayerStructure = "iid",
+    *,
+    seed: Seed = None,
+    backend: str | Backend = "numpy",
+    device: torch.device | str | None = None,
+) -> Samples:
+    """:func:`synthetic_layer` with issue 12's argument order: ``(alpha, shape, kind)``.
+
+    The same matrix as ``synthetic_layer(kind, alpha, shape, ...)`` for the same arguments
+    (003 appendix A.6.1: ``"iid"`` W1, ``"elliptic_columns"`` W2, ``"elliptic_matrix"`` W3).
+
+    >>> w = synthetic_layers(1.5, (4, 3), "elliptic_matrix", seed=0)
+    >>> w.shape, bool((w == synthetic_layer("elliptic_matrix", 1.5, (4, 3), seed=0)).all())
+    ((4, 3), True)
+    """
+    return synthetic_layer(kind, alpha, shape, seed=seed, backend=backend, device=device)
