@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from tailwise._errors import first_line
@@ -867,6 +868,68 @@ def compare(
             print_rows(console, df, shown, f"tailwise compare: {source_a} vs {source_b}", "status")
         _write_table(df, out)
         _wrote(console, quiet, out)
+
+
+@app.command(cls=_Command)
+def simulate(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="serw | serw-diffusion | nonoverlap-rvsm | nonoverlap-rvscgd | heavy-sgd | "
+            "stable-prunability"
+        ),
+    ],
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-O",
+            metavar="KEY=VALUE",
+            help="An option of the simulation, repeatable (lists: comma-separated); "
+            "--show-options lists them",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the table (.csv, .parquet) or everything (.json)"),
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the figure (.png, .svg, .pdf)")] = None,
+    show_options: Annotated[
+        bool,
+        typer.Option("--show-options", metavar="", help="List the options and defaults; no run"),
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run a theory simulator of sources 002 / 003 and compare it with the theory
+    (tailwise.sims.simulate)."""
+    console = make_console()
+    with _user_errors():
+        from tailwise.sims import parse_options, simulation_options
+        from tailwise.sims import simulate as run_simulate
+
+        if show_options:
+            table = Table(title=f"tailwise simulate {name}: options", title_justify="left")
+            table.add_column("option")
+            table.add_column("default")
+            for key, default in simulation_options(name).items():
+                shown = fmt(default) if isinstance(default, float) else str(default)
+                table.add_row(Text(key), Text(shown))
+            console.print(table)
+            return
+        options = parse_options(name, option or [])
+        result = run_simulate(name, seed=seed, progress=not quiet, out=out, plot=plot, **options)
+        if not quiet:
+            table = Table(title=f"tailwise simulate {name}", title_justify="left")
+            table.add_column("result")
+            table.add_column("value")
+            for key, value in result.summary.items():
+                shown = fmt(value) if isinstance(value, float) else str(value)
+                table.add_row(Text(key), Text(shown))
+            console.print(table)
+            console.print(f"{len(result.table)} table rows (--out to keep them)")
+        _wrote(console, quiet, out)
+        _wrote(console, quiet, plot)
 
 
 def _version(value: bool) -> None:
