@@ -29,6 +29,7 @@ from tailwise.sims.serw import (
     XiLaw,
     bout_survival,
     diffusion_constant,
+    exact_msd,
     serw_diffusion_experiment,
     serw_experiment,
     simulate_serw,
@@ -190,6 +191,64 @@ def test_renewal_recursion_matches_the_dynamic_program() -> None:
             assert g[n] == pytest.approx(exact, rel=1e-12)
 
 
+# ----------------------------------------------------------------------------- exact_msd
+
+
+@pytest.mark.parametrize(
+    ("d", "model", "delta", "law"),
+    [
+        (1, "none", 0.0, None),
+        (1, "II", 0.3, XiLaw.pareto(0.7)),
+        (2, "none", 0.0, None),
+        (2, "I", 0.15, None),
+        (3, "III", 0.1, XiLaw.exponential(growth=1)),
+    ],
+)
+def test_exact_msd_matches_the_dynamic_program(
+    d: int, model: str, delta: float, law: XiLaw | None
+) -> None:
+    n_max = 12 if d < 3 else 7
+    laws = _exact_laws(n_max, d, _q_function(model, d, delta, law))
+    g = exact_msd(n_max, d=d, model=model, delta=delta, xi=law)  # type: ignore[arg-type]
+    for n in range(1, n_max + 1):
+        expected = sum(p * sum(c * c for c in pos) for pos, p in laws[n].items())
+        assert g[n] == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize(("model", "delta"), [("none", 0.0), ("I", 0.02)])
+def test_exact_msd_matches_the_direct_recursion(model: str, delta: float) -> None:
+    """The FFT power-series solution against the O(n^2) recursion, to rounding."""
+    n_max = 1500
+    direct = _renewal_msd(n_max, bout_survival(n_max + 1, model=model, delta=delta))
+    fast = exact_msd(n_max, model=model, delta=delta)  # type: ignore[arg-type]
+    assert np.allclose(fast[1:], direct[1:], rtol=1e-10)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_exact_msd_grows_like_the_diffusion_constant(d: int) -> None:
+    """Two derivations agree: the renewal equation's E|S_n|^2 increments and
+    v = d p / ((d - p) E[T]) of the correlated walk at bout ends."""
+    g = exact_msd(20_000, d=d)
+    slope = (g[20_000] - g[10_000]) / 10_000
+    assert slope == pytest.approx(diffusion_constant("none", 0.0, d=d), rel=1e-6)
+    g1 = exact_msd(4000, d=d, model="I", delta=0.1)
+    assert (g1[4000] - g1[2000]) / 2000 == pytest.approx(
+        diffusion_constant("I", 0.1, d=d), rel=1e-8
+    )
+
+
+def test_exact_msd_one_dimension_tends_to_0794() -> None:
+    """Prop. 2.2.1 on the exact values: E S_n^2 ln n / n decreases towards 0.794, and the
+    a + b / ln n fit over [10^3, 10^6] lands within 0.005 of it (the fitted form's bias)."""
+    g = exact_msd(10**6)
+    times = np.unique(np.geomspace(1000, 10**6, 30).astype(np.int64))
+    scaled = g[times] * np.log(times) / times
+    assert np.all(np.diff(scaled) < 0) and np.all(scaled > SERW_1D_LIMIT)
+    design = np.stack([np.ones(times.size), 1 / np.log(times)], axis=1)
+    a, _ = np.linalg.lstsq(design, scaled, rcond=None)[0]
+    assert a == pytest.approx(SERW_1D_LIMIT, abs=0.005)
+
+
 # ----------------------------------------------------------------------------- xi laws
 
 
@@ -328,15 +387,16 @@ def test_positions_have_the_exact_law(
     _law_matches(result, laws)
 
 
-@pytest.mark.parametrize(("model", "delta"), [("none", 0.0), ("I", 0.02)])
-def test_msd_matches_the_exact_renewal_values(model: str, delta: float) -> None:
-    n_max = 1500
-    survival = bout_survival(n_max + 1, model=model, delta=delta)
-    exact = _renewal_msd(n_max, survival)
-    times = [10, 100, 400, 1500]
-    result = simulate_serw(n_max, 20_000, model=model, delta=delta, times=times, seed=5)
+@pytest.mark.parametrize(
+    ("n_max", "d", "model", "delta"),
+    [(100_000, 1, "none", 0.0), (3000, 1, "I", 0.02), (1000, 2, "none", 0.0), (600, 3, "I", 0.1)],
+)
+def test_msd_matches_the_exact_values(n_max: int, d: int, model: str, delta: float) -> None:
+    exact = exact_msd(n_max, d=d, model=model, delta=delta)  # type: ignore[arg-type]
+    times = np.unique(np.geomspace(3, n_max, 8).astype(np.int64))
+    result = simulate_serw(n_max, 8000, d=d, model=model, delta=delta, times=times, seed=5)
     z = (result.msd - exact[times]) / result.msd_stderr
-    assert np.all(np.abs(z) <= 5), z
+    assert np.all(np.abs(z) <= 5), z  # 8 correlated checks: 5 standard errors
 
 
 def test_bouts_follow_the_theory_survival() -> None:
@@ -526,7 +586,7 @@ def test_one_dimension_extrapolates_to_0794() -> None:
     times = np.unique(np.geomspace(1000, 100_000, 12).astype(np.int64))
     r = simulate_serw(100_000, 8000, times=times, seed=31, progress=False)
     fit = r.inverse_log_fit(t_min=1000)
-    assert fit.a_stderr < 0.06
+    assert fit.a_stderr < 0.07
     assert abs(fit.a - SERW_1D_LIMIT) <= 4 * fit.a_stderr
     # and the sub-diffusion itself: E S_n^2 / n falls like 1 / ln n
     assert r.msd[-1] / r.times[-1] < 0.8 * r.msd[0] / r.times[0]
@@ -580,6 +640,8 @@ def test_serw_experiment_small() -> None:
     assert abs(r.summary["z"]) <= 4 and "agrees" in str(r.summary["verdict"])
     assert abs(r.summary["v_z"]) <= 4
     assert r.summary["theory_a"] == pytest.approx(0.7943497, abs=1e-6)
+    assert r.summary["max_abs_z_exact"] <= 5  # about 40 correlated times
+    assert r.summary["a_exact"] == pytest.approx(SERW_1D_LIMIT, abs=0.03)
     assert len(r.figure().axes) == 2
     again = serw_experiment(
         n_steps=20_000,

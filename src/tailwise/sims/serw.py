@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
-from scipy import special
+from scipy import signal, special
 
 from tailwise._errors import UsageError
 from tailwise._progress import progress_bar, progress_task
@@ -76,6 +76,7 @@ __all__ = [
     "XiLaw",
     "bout_survival",
     "diffusion_constant",
+    "exact_msd",
     "serw_diffusion_experiment",
     "serw_experiment",
     "simulate_serw",
@@ -520,6 +521,78 @@ def diffusion_constant(
     return walk.d * odd / ((walk.d - odd) * mean_t)
 
 
+def _convolve(a: Floats, b: Floats, n: int) -> Floats:
+    """The first n coefficients of the product of two power series (FFT)."""
+    out = signal.fftconvolve(a[:n], b[:n])[:n]
+    return np.pad(out, (0, n - out.size))
+
+
+def _series_inverse(a: Floats, n: int) -> Floats:
+    """The first n coefficients of 1 / a(z) (a[0] != 0), by Newton's iteration
+    b <- b (2 - a b), doubling the number of correct coefficients each time."""
+    b = np.array([1.0 / a[0]])
+    k = 1
+    while k < n:
+        k = min(2 * k, n)
+        correction = -_convolve(a, np.pad(b, (0, k - b.size)), k)
+        correction[0] += 2.0
+        b = _convolve(np.pad(b, (0, k - b.size)), correction, k)
+    return b
+
+
+def exact_msd(
+    n_max: int,
+    *,
+    d: int = 1,
+    model: Model = "none",
+    delta: float = 0.0,
+    xi: XiLaw | None = None,
+) -> Floats:
+    """E|S_n|^2 for n = 0, ..., n_max exactly (float64 rounding only): no simulation.
+
+    Condition on the first bout T of a walk whose first step is e: if T >= n, S_n = e [n odd];
+    else S_n = e [T odd] + S'_(n-T), S' a walk started afresh whose first step e' has
+    E[e' | T] = +-e / (2d - 1) (+ for T odd: only the way back is excluded; - for T even).
+    By the lattice's symmetry E[S'_k | e'] = f(k) e', so with f(n) = E[S_n . e],
+    g(n) = E|S_n|^2, P_t = P(T = t), s_t = +1 (t odd), -1 (t even) and
+    a(n) = [n odd] P(T >= n) + sum_(t < n) P_t [t odd]:
+
+        f(n) = a(n) + sum_(t < n) P_t s_t f(n - t) / (2d - 1)
+        g(n) = a(n) + sum_(t < n) P_t ([t odd] 2 f(n - t) / (2d - 1) + g(n - t)),
+
+    two renewal equations solved as power series, F = A / (1 - P_s / (2d - 1)) and
+    G = (A + 2 P_odd F / (2d - 1)) / (1 - P), by Newton inversion with FFT products:
+    O(n_max log n_max) (about 2 s for n_max = 10^6).
+
+    >>> g = exact_msd(1000)
+    >>> g[:3].round(12).tolist()  # S_1 = +-1; S_2 = 0 or +-2 (P(T > 1) = 2/3: back to 0)
+    [0.0, 1.0, 1.333333333333]
+    >>> round(float(g[1000] * np.log(1000) / 1000), 4)  # -> 0.794 like 1 / ln n
+    0.9705
+    """
+    where = "exact_msd"
+    walk = _Walk.parse(model, delta, d, xi, where)
+    n_max = _count(n_max, "n_max", where)
+    size = n_max + 1
+    survival = _survival_table(walk, n_max)  # P(T > m), m = 0..n_max
+    p_t = np.zeros(size)
+    p_t[1:] = survival[:-1] - survival[1:]
+    odd = (np.arange(size) & 1).astype(np.float64)
+    a = np.zeros(size)
+    a[1:] = odd[1:] * survival[:-1] + np.cumsum(p_t * odd)[:-1]
+    spread = 1.0 / (2.0 * walk.d - 1.0)
+    keep = -p_t * (2.0 * odd - 1.0) * spread
+    keep[0] += 1.0
+    f = _convolve(a, _series_inverse(keep, size), size)
+    renew = -p_t
+    renew[0] += 1.0
+    g = _convolve(
+        a + 2.0 * spread * _convolve(p_t * odd, f, size), _series_inverse(renew, size), size
+    )
+    g[0] = 0.0
+    return g
+
+
 # --------------------------------------------------------------------------- simulation
 
 
@@ -660,8 +733,7 @@ class SeRWResult:
             )
         times = self.times[keep]
         logs = np.log(times.astype(np.float64))
-        design = np.stack([np.ones_like(logs), 1.0 / logs], axis=1)
-        solve = np.linalg.pinv(design)  # (2, K): (a, b) = solve @ y
+        solve = _inverse_log_solver(times)
         per_walker = self.squared_displacements()[:, keep] * (logs / times) @ solve.T
         mean = per_walker.mean(axis=0)
         if per_walker.shape[0] > 1:
@@ -669,6 +741,12 @@ class SeRWResult:
         else:
             err = np.full(2, math.nan)
         return InverseLogFit(float(mean[0]), float(err[0]), float(mean[1]), float(err[1]), times)
+
+
+def _inverse_log_solver(times: Ints) -> Floats:
+    """(2, K) least-squares solver of y_n = a + b / ln n: (a, b) = solver @ y."""
+    logs = np.log(times.astype(np.float64))
+    return cast(Floats, np.linalg.pinv(np.stack([np.ones_like(logs), 1.0 / logs], axis=1)))
 
 
 def _default_times(n_steps: int, count: int = 48) -> Ints:
@@ -731,34 +809,28 @@ def _walk_chunk(
             turn = odd ^ 1
             dirs = (np.cumsum(turn, axis=1) - turn + u[:, None]) & 1
             turned = dirs[:, -1] ^ turn[:, -1]
-            moves = [odd - 2 * (dirs & odd)]
+            signed = odd - 2 * (dirs & odd)  # displacement of each bout
+            axis = np.zeros(0, dtype=np.int64)
+            x[:, 0] += signed.sum(axis=1)
         else:
             inc = d * odd + rng.integers(1, two_d, lengths.shape)
             dirs = (np.cumsum(inc, axis=1) - inc + u[:, None]) % two_d
             turned = (dirs[:, -1] + inc[:, -1]) % two_d
-            signed = np.where(dirs < d, odd, -odd)
-            axis = dirs % d
-            moves = [np.where(axis == a, signed, 0) for a in range(d)]
-        elapsed = np.cumsum(lengths, axis=1)
-        shifts = [np.cumsum(m, axis=1) for m in moves]  # displacement after each bout
-        ends = t + elapsed[:, -1]
+            back = dirs >= d
+            signed = odd - 2 * (back & (odd == 1))  # displacement along the bout's axis
+            axis = dirs - d * back
+            keys = axis + d * np.arange(ids.size)[:, None]
+            x += (
+                np.bincount(keys.ravel(), signed.ravel(), ids.size * d)
+                .reshape(-1, d)
+                .astype(np.int64)
+            )
+        ends = t + lengths.sum(axis=1)
         # answer the requested times that fall inside this block's bouts
         k = np.searchsorted(times, np.minimum(ends, n_steps), side="right")
         counts = k - j
         if counts.any():
-            rows = np.repeat(np.arange(ids.size), counts)
-            tidx = j[rows] + np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
-            query = times[tidx] - t[rows]  # steps into this block, in [1, elapsed[-1]]
-            bout = _first_reaching(elapsed, rows, query)
-            inside = (query - elapsed[rows, bout] + lengths[rows, bout]) & 1
-            q_dirs = dirs[rows, bout]
-            pos = x[rows] + np.stack(
-                [sh[rows, bout] - m[rows, bout] for sh, m in zip(shifts, moves, strict=True)],
-                axis=1,
-            )
-            pos[np.arange(rows.size), q_dirs % d] += np.where(q_dirs < d, inside, -inside)
-            positions[ids[rows], tidx] = pos
-        x += np.stack([sh[:, -1] for sh in shifts], axis=1)
+            _answer(positions, ids, counts, j, times, t, x, lengths, dirs, signed, axis, d)
         u = turned
         t, j = ends, k
         keep = t < n_steps
@@ -767,19 +839,61 @@ def _walk_chunk(
     return positions, bouts
 
 
+def _answer(
+    positions: Ints,
+    ids: Ints,
+    counts: Ints,
+    j: Ints,
+    times: Ints,
+    t: Ints,
+    x_after: Ints,
+    lengths: Ints,
+    dirs: Ints,
+    signed: Ints,
+    axis: Ints,
+    d: int,
+) -> None:
+    """Write the positions at the requested times inside this block: ``counts`` of them per
+    walker, from time index ``j``; ``x_after`` is the position after the block, ``t`` the
+    time before it. Works on the walkers that have some (prefix sums for those only)."""
+    qrows = np.flatnonzero(counts)
+    c = counts[qrows]
+    local = np.repeat(np.arange(qrows.size), c)  # query -> its walker among qrows
+    tidx = j[qrows][local] + np.arange(local.size) - np.repeat(np.cumsum(c) - c, c)
+    query = times[tidx] - t[qrows][local]  # steps into this block, in [1, block length]
+    sub_len = lengths[qrows]
+    elapsed = np.cumsum(sub_len, axis=1)
+    bout = _first_reaching(elapsed, local, query)
+    inside = (query - elapsed[local, bout] + sub_len[local, bout]) & 1
+    sub_signed = signed[qrows]
+    pos = np.empty((local.size, d), dtype=np.int64)
+    for a in range(d):
+        moves = sub_signed if d == 1 else np.where(axis[qrows] == a, sub_signed, 0)
+        after = np.cumsum(moves, axis=1)  # displacement after each bout of the block
+        # position before the bout = position after the block - what came from that bout on
+        pos[:, a] = (
+            x_after[qrows, a][local] - after[local, -1] + after[local, bout] - moves[local, bout]
+        )
+    q_dirs = dirs[qrows][local, bout]
+    pos[np.arange(local.size), q_dirs % d] += np.where(q_dirs < d, inside, -inside)
+    positions[ids[qrows][local], tidx] = pos
+
+
 def _first_reaching(elapsed: Ints, rows: Ints, query: Ints) -> Ints:
     """For each query, the first column b of ``elapsed[rows]`` (increasing along rows) with
-    elapsed[row, b] >= query: a binary search vectorized over the queries."""
+    elapsed[row, b] >= query (every query <= the row's last value): a binary search
+    vectorized over the queries; hi always satisfies the condition."""
+    width = elapsed.shape[1]
+    flat = elapsed.ravel()
+    base = rows * width
     lo = np.zeros(rows.size, dtype=np.int64)
-    hi = np.full(rows.size, elapsed.shape[1] - 1, dtype=np.int64)
-    while True:
-        open_ = lo < hi
-        if not open_.any():
-            return lo
+    hi = np.full(rows.size, width - 1, dtype=np.int64)
+    for _ in range(max(width - 1, 1).bit_length()):
         mid = (lo + hi) >> 1
-        reached = elapsed[rows, mid] >= query
+        reached = flat[base + mid] >= query
         hi = np.where(reached, mid, hi)
-        lo = np.where(reached | ~open_, lo, mid + 1)
+        lo = np.where(reached, lo, mid + 1)
+    return hi
 
 
 def simulate_serw(
@@ -888,18 +1002,23 @@ def serw_experiment(
     with ``perturbed_walkers`` walkers on the same plot: diffusive, E S_n^2 ~ v n with v from
     :func:`diffusion_constant`.
 
-    Table: one row per simulated time ``n`` with ``msd`` / ``msd_stderr``, ``scaled`` =
-    msd ln n / n with ``scaled_stderr``, the fit ``fit_scaled`` (NaN below t_min) and the
-    theory limit ``theory_scaled``; for the perturbed walk ``perturbed_msd``,
-    ``perturbed_msd_stderr`` and ``perturbed_theory`` = v n. Summary: ``a``, ``a_stderr``,
-    ``b``, ``theory_a``, ``z`` and ``verdict``; ``v_sim`` / ``v_sim_stderr`` (slope of the
-    perturbed MSD over the second half) and ``v_theory``. Figure: E S_n^2 against n
-    (log-log) and E S_n^2 ln n / n against 1 / ln n with the extrapolated fit.
+    The exact E S_n^2 (:func:`exact_msd`) is shown too: the simulation is compared with it
+    at every time, and the same fit on the exact values measures the bias of the fitted form.
+
+    Table: one row per simulated time ``n`` with ``msd`` / ``msd_stderr``, ``exact_msd``,
+    ``z_exact``, ``scaled`` = msd ln n / n with ``scaled_stderr``, ``exact_scaled``, the
+    fit ``fit_scaled`` (NaN below t_min) and the theory limit ``theory_scaled``; for the
+    perturbed walk ``perturbed_msd``, ``perturbed_msd_stderr`` and ``perturbed_theory`` =
+    v n. Summary: ``a``, ``a_stderr``, ``b``, ``theory_a``, ``z``, ``verdict``, ``a_exact``,
+    ``max_abs_z_exact``, ``exact_verdict``; ``v_sim`` / ``v_sim_stderr`` (slope of the
+    perturbed MSD over the second half), ``v_theory``, ``v_z``, ``v_verdict``. Figure:
+    E S_n^2 against n (log-log) and E S_n^2 ln n / n against 1 / ln n with the
+    extrapolated fit.
 
     >>> r = serw_experiment(n_steps=2000, n_walkers=200, t_min=100, perturbed_walkers=100,
     ...                     progress=False)
-    >>> sorted(r.summary)[:4], r.figure() is not None
-    (['a', 'a_stderr', 'b', 'delta'], True)
+    >>> r.summary["theory_a"], list(r.table.columns[:4]), r.figure() is not None
+    (0.794349724781045, ['n', 'msd', 'msd_stderr', 'exact_msd'], True)
     """
     where = "serw_experiment"
     n_steps = _count(n_steps, "n_steps", where, minimum=2)
@@ -912,21 +1031,29 @@ def serw_experiment(
     times = _default_times(n_steps, 40)
     base = simulate_serw(n_steps, n_walkers, seed=seed, times=times, progress=progress)
     fit = base.inverse_log_fit(t_min)
+    exact = exact_msd(n_steps)[times]
     n = times.astype(np.float64)
     logs = np.log(np.maximum(n, 2.0))
     scaled = base.msd * logs / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z_exact = np.where(base.msd_stderr > 0, (base.msd - exact) / base.msd_stderr, 0.0)
+    exact_a = float((_inverse_log_solver(fit.times) @ (exact * logs / n)[times >= t_min])[0])
     table = pd.DataFrame(
         {
             "n": times,
             "msd": base.msd,
             "msd_stderr": base.msd_stderr,
+            "exact_msd": exact,
+            "z_exact": z_exact,
             "scaled": scaled,
             "scaled_stderr": base.msd_stderr * logs / n,
+            "exact_scaled": exact * logs / n,
             "fit_scaled": np.where(times >= t_min, fit.a + fit.b / logs, np.nan),
             "theory_scaled": SERW_1D_LIMIT,
         }
     )
     z = (fit.a - SERW_1D_LIMIT) / fit.a_stderr
+    max_z_exact = float(np.abs(z_exact).max())
     summary: dict[str, float | int | str] = {
         "a": fit.a,
         "a_stderr": fit.a_stderr,
@@ -937,6 +1064,13 @@ def serw_experiment(
             f"a = {fit.a:.4f} +- {fit.a_stderr:.4f} (fit a + b/ln n over n in "
             f"[{fit.times[0]}, {fit.times[-1]}]) {_agreement(z)} with (1 - ln 2)/(2 ln 2 - 1) "
             f"= {SERW_1D_LIMIT:.4f} (z = {z:+.2f})"
+        ),
+        "a_exact": exact_a,
+        "max_abs_z_exact": max_z_exact,
+        "exact_verdict": (
+            f"simulated E S_n^2 {_agreement(max_z_exact)} with the exact values at all "
+            f"{times.size} times (max |z| = {max_z_exact:.2f}); the same fit on the exact "
+            f"values gives a = {exact_a:.4f} (the bias of the a + b/ln n form)"
         ),
     }
     perturbed: SeRWResult | None = None
@@ -982,6 +1116,7 @@ def serw_experiment(
             ms=3,
             label="SeRW, simulated (2 s.e.)",
         )
+        left.plot(n[ok], exact[ok], "C0-", lw=1, label="exact (renewal equation)")
         left.plot(n[ok], SERW_1D_LIMIT * n[ok] / logs[ok], "k--", label="0.794 n / ln n")
         if perturbed is not None:
             left.errorbar(
@@ -1011,6 +1146,7 @@ def serw_experiment(
             ms=3,
             label="E S_n^2 ln n / n",
         )
+        right.plot(x[ok], (exact * logs / n)[ok], "C2-", lw=1, label="exact")
         grid = np.linspace(0.0, x[fitted].max(), 50)
         right.plot(grid, fit.a + fit.b * grid, "C0-", label="fit a + b / ln n")
         right.errorbar([0.0], [fit.a], yerr=[2 * fit.a_stderr], fmt="D", color="C0", capsize=3)
@@ -1052,7 +1188,7 @@ def serw_diffusion_experiment(
     and theory on one plot, for the perturbed models I-III on Z^d (source 002 Theorems
     2.3-2.6).
 
-    For each model and delta, ``n_walkers`` walks (default 10000 for d = 1, 4000 for d >= 2,
+    For each model and delta, ``n_walkers`` walks (default 20000 for d = 1, 6000 for d >= 2,
     whose bouts are short and so cost more per step) of ``n_steps`` steps give
     v_sim = (E|S_n|^2 - E|S_(n/2)|^2) / (n / 2) (:meth:`SeRWResult.msd_slope`) with its
     standard error, next to :func:`diffusion_constant` (eq. (2.2)). ``xi_ii`` / ``xi_iii``
@@ -1079,7 +1215,7 @@ def serw_diffusion_experiment(
     """
     where = "serw_diffusion_experiment"
     d = _count(d, "d", where)
-    n_walkers = (10_000 if d == 1 else 4_000) if n_walkers is None else n_walkers
+    n_walkers = (20_000 if d == 1 else 6_000) if n_walkers is None else n_walkers
     n_walkers = _count(n_walkers, "n_walkers", where, minimum=2)
     laws: dict[str, XiLaw | None] = {
         "none": None,
@@ -1187,7 +1323,11 @@ def serw_diffusion_experiment(
         )
         left.legend(fontsize="small")
         right.set(
-            xscale="log", xlabel="delta", ylabel=rate_label, title="theory: rate as delta -> 0"
+            xscale="log",
+            yscale="linear" if d == 1 else "log",  # d >= 2: slopes differ by decades
+            xlabel="delta",
+            ylabel=rate_label,
+            title="theory: rate as delta -> 0",
         )
         right.legend(fontsize="small")
 
