@@ -41,7 +41,8 @@ E|X|^2 = p and E[X_i . X_j] = p^2 c^(j-i-1) / (2d - 1), c = (2p - 1) / (2d - 1),
     v = lim E|S_n|^2 / n = d p / ((d - p) E[T])      (source 002 eq. (2.2) for d = 1)
 
 (REFERENCES §8). Unperturbed 1-D: E S_n^2 ln n / n -> (1 - ln 2) / (2 ln 2 - 1) ~ 0.794
-(source 002 Proposition 2.2.1).
+(source 002 Proposition 2.2.1). :func:`exact_msd` gives E|S_n|^2 at every finite n from the
+renewal equation over the first bout (no simulation).
 
 Simulation (:func:`simulate_serw`): whole bouts, not single steps. Bout lengths come from
 P(T > m) by inverse transform (a closed form for the unperturbed 1-D walk, else a table
@@ -91,8 +92,8 @@ Ints = NDArray[np.int64]
 SERW_1D_LIMIT = (1.0 - math.log(2.0)) / (2.0 * math.log(2.0) - 1.0)
 
 _MODELS = ("none", "I", "II", "III")
-# A survival table stops once P(T > m) drops below this: a uniform double is never smaller
-# (2^-53 is the spacing of numpy's doubles in [0, 1)), so longer bouts never occur.
+# A survival table stops once P(T > m) drops below this: the only uniform double in [0, 1)
+# below it is 0 (numpy's doubles are spaced 2^-53), so longer bouts have probability 2^-53.
 _NEGLIGIBLE = 2.0**-60
 _GUIDE_BINS = 1 << 16
 _BLOCK_ELEMENTS = 1 << 17  # bouts per block (walkers x bouts): a few arrays stay in L2 cache
@@ -917,7 +918,10 @@ def simulate_serw(
     drawn from P(T > m) (:func:`bout_survival`), vectorized over walkers and over blocks of
     bouts; the positions at ``times`` (default: about 48 log-spaced times in [1, n_steps];
     else strictly increasing integers in [0, n_steps]) are exact, inside bouts included.
-    ``seed`` (an int) reproduces the run exactly.
+    ``seed`` (an int) reproduces the run exactly; ``progress`` shows a bar over walkers.
+    Cost: about 10-15 ns per bout, so the unperturbed 1-D walk (bouts of mean ~2 ln n steps)
+    runs at 10^8-10^9 walker-steps per second on one core; short bouts (large delta, d >= 2)
+    bring it near 10^8 (``benchmarks/sims_serw.py``).
 
     Returns a :class:`SeRWResult`: positions (n_walkers, len(times), d), the mean square
     displacement curve with its standard error, and each walker's first ``n_bouts`` bouts.
@@ -936,8 +940,8 @@ def simulate_serw(
     if not _is_int(seed):
         raise UsageError(f"{where}: seed must be an integer, got {seed!r}")
     times_arr = _parse_times(times, n_steps, where)
-    if n_steps >= 2**62 // 4:
-        raise UsageError(f"{where}: n_steps must be < 2**60, got {n_steps}")
+    if n_steps >= 2**50:  # block times (up to 4096 bouts of n_steps + 1) stay in int64
+        raise UsageError(f"{where}: n_steps must be < 2**50, got {n_steps}")
     rng = np.random.default_rng(int(seed))
     sampler = _BoutSampler(walk, n_steps)
     width = _block_size(sampler, n_steps, n_bouts)
