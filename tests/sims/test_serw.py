@@ -653,6 +653,10 @@ def test_serw_experiment_small() -> None:
         seed=3,
     )
     assert again.summary == r.summary
+    plain = serw_experiment(
+        n_steps=2000, n_walkers=200, t_min=100, perturbed_model="none", progress=False
+    )
+    assert "perturbed_msd" not in plain.table.columns and "v_sim" not in plain.summary
     with pytest.raises(UsageError, match="perturbed_model"):
         serw_experiment(perturbed_model="IV", progress=False)  # type: ignore[arg-type]
 

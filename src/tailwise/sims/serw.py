@@ -1001,7 +1001,7 @@ def serw_experiment(
     E S_n^2 ln n / n = a + b / ln n over the simulated n >= ``t_min``
     (:meth:`SeRWResult.inverse_log_fit`): a estimates the limit (1 - ln 2) / (2 ln 2 - 1)
     ~ 0.794 (the convergence is O(1 / ln n), hence the extrapolation). Optionally
-    (``perturbed_model`` "I", "II" or "III", None for none; ``delta``, ``xi`` as
+    (``perturbed_model`` "I", "II" or "III"; None or "none" for none; ``delta``, ``xi`` as
     :func:`simulate_serw`, ``xi`` also as text for :meth:`XiLaw.parse`) a perturbed walk
     with ``perturbed_walkers`` walkers on the same plot: diffusive, E S_n^2 ~ v n with v from
     :func:`diffusion_constant`.
@@ -1027,6 +1027,8 @@ def serw_experiment(
     where = "serw_experiment"
     n_steps = _count(n_steps, "n_steps", where, minimum=2)
     t_min = _count(t_min, "t_min", where, minimum=2)
+    if perturbed_model == "none":  # the command line's spelling of None
+        perturbed_model = None
     if perturbed_model is not None and perturbed_model not in ("I", "II", "III"):
         raise UsageError(
             f"{where}: perturbed_model must be 'I', 'II', 'III' or None, got {perturbed_model!r}"
