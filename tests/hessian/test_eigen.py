@@ -90,7 +90,7 @@ def assert_matches(result: EigenResult, expected: NDArray[np.float64], rtol: flo
 
 @pytest.mark.parametrize("which", ["LA", "SA", "LM"])
 def test_lanczos_matches_the_dense_spectrum(random_mlp: Problem, which: str) -> None:
-    result = top_eigenvalues(random_mlp.operator, k=10, which=which, tol=1e-8)
+    result = top_eigenvalues(random_mlp.operator, k=10, method="lanczos", which=which, tol=1e-8)
     assert result.converged and result.method == "lanczos"
     assert_matches(result, random_mlp.expected(which, 10), rtol=1e-4)
     assert result.eigenvectors.shape == (random_mlp.operator.num_params, 10)
@@ -99,6 +99,50 @@ def test_lanczos_matches_the_dense_spectrum(random_mlp: Problem, which: str) -> 
     gram = result.eigenvectors.T @ result.eigenvectors
     assert torch.allclose(gram, torch.eye(10, dtype=F64), atol=1e-8)
     assert result.num_matvecs == result.iterations > 10
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+@pytest.mark.parametrize("block_size", [1, 2, 4])
+def test_block_matches_the_dense_spectrum(random_mlp: Problem, which: str, block_size: int) -> None:
+    # Two batches of unequal size (23 and 17 examples), float64, both signs in the spectrum.
+    result = top_eigenvalues(random_mlp.operator, k=6, which=which, tol=1e-9, block_size=block_size)
+    assert result.converged and result.method == "block"
+    assert_matches(result, random_mlp.expected(which, 6), rtol=1e-7)
+    assert result.eigenvectors.shape == (random_mlp.operator.num_params, 6)
+    gram = result.eigenvectors.T @ result.eigenvectors
+    assert torch.allclose(gram, torch.eye(6, dtype=F64), atol=1e-8)
+    assert np.all(random_mlp.residuals(result) <= 1e-8 * np.abs(random_mlp.spectrum).max())
+    assert result.num_matvecs == block_size * result.iterations
+
+
+def test_block_default_tolerance_on_a_trained_model(trained_mlp: Problem) -> None:
+    # The default rule ||H v - lambda v|| <= 1e-3 |lambda| on outliers above a bulk: the
+    # eigenvalue error is of order (1e-3)^2 / relative gap, far below 1e-3.
+    for k in (1, 5):
+        result = top_eigenvalues(trained_mlp.operator, k=k)
+        assert result.converged and result.method == "block"
+        assert_matches(result, trained_mlp.expected("LA", k), rtol=1e-5)
+        residuals = trained_mlp.residuals(result)
+        assert np.all(residuals <= 1e-3 * np.abs(result.eigenvalues) * (1 + 1e-6))
+
+
+def test_block_and_arpack_agree_on_the_model_api(trained_mlp: Problem) -> None:
+    block = top_eigenvalues(
+        trained_mlp.model, cross_entropy, trained_mlp.batches, k=4, tol=1e-10, progress=False
+    )
+    arpack = top_eigenvalues(
+        trained_mlp.model,
+        cross_entropy,
+        trained_mlp.batches,
+        k=4,
+        method="lanczos",
+        tol=1e-10,
+        progress=False,
+    )
+    assert (block.method, arpack.method) == ("block", "lanczos")
+    np.testing.assert_allclose(block.eigenvalues, arpack.eigenvalues, rtol=1e-9)
+    ncv = top_eigenvalues(trained_mlp.operator, k=2, ncv=12)  # an ARPACK setting: ARPACK
+    assert ncv.method == "lanczos"
 
 
 def test_orders_follow_which(random_mlp: Problem) -> None:
@@ -171,7 +215,7 @@ def test_float32_model_agrees_with_float64(trained_mlp: Problem) -> None:
 # --- API ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["lanczos", "power", "deflation"])
+@pytest.mark.parametrize("method", ["block", "lanczos", "power", "deflation"])
 def test_seeds_reproduce(random_mlp: Problem, method: str) -> None:
     which = "LM"
     options = {"k": 2, "method": method, "which": which, "max_iter": 30}
@@ -189,7 +233,7 @@ def test_operator_and_model_calls_agree(random_mlp: Problem) -> None:
     from_operator = top_eigenvalues(random_mlp.operator, k=3)
     from_model = top_eigenvalues(random_mlp.model, cross_entropy, random_mlp.batches, k=3)
     np.testing.assert_allclose(from_operator.eigenvalues, from_model.eigenvalues, rtol=1e-10)
-    assert from_operator.method == "lanczos"
+    assert from_operator.method == "block"  # the default solver
 
 
 def test_default_is_the_largest_algebraic_eigenvalue(random_mlp: Problem) -> None:
@@ -215,8 +259,17 @@ def test_running_out_of_iterations_is_reported(trained_mlp: Problem) -> None:
         assert result.eigenvalues.shape == (3,) and np.all(np.isfinite(result.eigenvalues))
         assert result.num_matvecs == 9
     with pytest.warns(RuntimeWarning, match="did not converge"):
-        result = top_eigenvalues(trained_mlp.operator, k=5, which="SA", tol=1e-14, max_iter=1)
+        result = top_eigenvalues(
+            trained_mlp.operator, k=5, method="lanczos", which="SA", tol=1e-14, max_iter=1
+        )
     assert not result.converged and result.eigenvalues.shape == (5,)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        result = top_eigenvalues(trained_mlp.operator, k=5, tol=1e-14, max_iter=4)
+    assert not result.converged and result.num_matvecs == 8 and result.iterations == 4
+    assert np.all(np.isfinite(result.eigenvalues))  # 8 columns: 5 Ritz pairs
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        result = top_eigenvalues(trained_mlp.operator, k=5, tol=1e-14, max_iter=1)
+    assert result.eigenvalues.shape == (5,) and np.isnan(result.eigenvalues).sum() == 3
 
 
 def test_bad_arguments_raise_clear_errors(random_mlp: Problem) -> None:
@@ -238,6 +291,12 @@ def test_bad_arguments_raise_clear_errors(random_mlp: Problem) -> None:
         top_eigenvalues(random_mlp.model, k=2)
     with pytest.raises(ValueError, match="ncv is a Lanczos setting"):
         top_eigenvalues(op, k=2, method="power", ncv=10)
+    with pytest.raises(ValueError, match="ncv is a Lanczos setting"):
+        top_eigenvalues(op, k=2, method="block", ncv=10)
+    with pytest.raises(ValueError, match="block_size is a setting of method='block'"):
+        top_eigenvalues(op, k=2, method="lanczos", block_size=2)
+    with pytest.raises(ValueError, match=rf"block_size must be in \[1, {n - 1}\]"):
+        top_eigenvalues(op, k=2, block_size=0)
     with pytest.raises(ValueError, match="tol must be"):
         top_eigenvalues(op, tol=0.0)
     with pytest.raises(TypeError, match=r"nn\.Module or a HessianOperator"):
@@ -253,6 +312,19 @@ def test_memory_is_linear_in_the_number_of_parameters() -> None:
     result = top_eigenvalues(model, cross_entropy, data, tol=1e-2, hvp_method="double-backward")
     assert result.eigenvectors.shape == (195_426, 1)
     assert result.converged and result.eigenvalues[0] > 0
+
+
+def test_block_memory_beyond_the_machine_is_refused(
+    random_mlp: Problem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tailwise.hessian import _budget
+
+    monkeypatch.setattr(_budget, "memory_limit", lambda device: 32 * 1024)  # 44 vectors of 92
+    before = random_mlp.operator.num_matvecs
+    with pytest.raises(ValueError, match=r"block Lanczos basis of 48 vectors.*more than"):
+        top_eigenvalues(random_mlp.operator, k=20)  # 48 + 4 x 2 + 20 vectors
+    assert random_mlp.operator.num_matvecs == before
+    assert top_eigenvalues(random_mlp.operator, k=2).converged  # 20 + 8 + 2 vectors fit
 
 
 def test_doctests() -> None:

@@ -88,8 +88,14 @@ def assert_close(actual: Tensor, expected: Tensor, tol: float = 1e-8) -> None:
 @pytest.mark.parametrize("method", ["forward-over-reverse", "double-backward"])
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_products_equal_dense_hessian(case: Case, method: str, vectorize: bool) -> None:
+    # Fresh products (no retained graphs: tests/hessian/test_retained.py) by each method.
     op = HessianOperator(
-        case.model, case.loss_fn, case.batches, hvp_method=method, vectorize=vectorize
+        case.model,
+        case.loss_fn,
+        case.batches,
+        hvp_method=method,
+        vectorize=vectorize,
+        retain_graph=False,
     )
     hessian = full_hessian(case, op)
     assert op.shape == hessian.shape == (op.num_params, op.num_params)
@@ -105,7 +111,9 @@ def test_forward_over_reverse_equals_double_backward(case: Case) -> None:
     block = None
     results = []
     for method in ("forward-over-reverse", "double-backward"):
-        op = HessianOperator(case.model, case.loss_fn, case.batches, hvp_method=method)
+        op = HessianOperator(
+            case.model, case.loss_fn, case.batches, hvp_method=method, retain_graph=False
+        )
         block = random_block(op.num_params, 3) if block is None else block
         results.append(op.matmat(block))
     assert_close(results[0], results[1], tol=1e-12)
@@ -199,7 +207,8 @@ def test_float64_vectors_on_a_float32_model() -> None:
 
 def test_vmap_failure_falls_back_to_a_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     case = make_case("mlp")
-    op = HessianOperator(case.model, case.loss_fn, case.batches)
+    # Products without retained graphs: the path that vectorizes a block with vmap.
+    op = HessianOperator(case.model, case.loss_fn, case.batches, retain_graph=False)
     block = random_block(op.num_params, 3)
     expected = full_hessian(case, op) @ block
 
@@ -223,7 +232,7 @@ def test_forward_mode_failure_still_gives_the_hessian() -> None:
     mse = nn.functional.mse_loss
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        op = HessianOperator(model, mse, [(x[:6], y[:6]), (x[6:], y[6:])])
+        op = HessianOperator(model, mse, [(x[:6], y[:6]), (x[6:], y[6:])], retain_graph=False)
         block = random_block(op.num_params, 3)
         result = op.matmat(block)
     assert_close(result, dense_hessian(model, mse, x, y, op.names) @ block)
@@ -259,7 +268,7 @@ def test_train_mode_batch_norm_on_purpose_leaves_the_statistics_alone() -> None:
     model = case.model.train()
     before = {name: b.clone() for name, b in model.named_buffers()}
     data = (case.inputs, case.targets)  # one batch: H of the loss with its batch statistics
-    op = HessianOperator(model, cross_entropy, data, check_deterministic=False)
+    op = HessianOperator(model, cross_entropy, data, check_deterministic=False, retain_graph=False)
     block = random_block(op.num_params, 2)
     product, gradient, loss = op.matmat(block), op.gradient(), op.loss()
     for name, buffer in model.named_buffers():
@@ -412,8 +421,9 @@ def test_forward_mode_failures_are_remembered_per_operator() -> None:
             op.matvec(random_block(op.num_params, 1)[:, 0])
         return sum("forward-over-reverse HVP failed" in str(w.message) for w in caught)
 
-    first = failures(HessianOperator(model, mse, (x, y), check_deterministic=False))
-    second = failures(HessianOperator(model, mse, (x, y), check_deterministic=False))
+    options = {"check_deterministic": False, "retain_graph": False}
+    first = failures(HessianOperator(model, mse, (x, y), **options))
+    second = failures(HessianOperator(model, mse, (x, y), **options))
     assert first == second <= 1
 
 

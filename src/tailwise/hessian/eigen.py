@@ -1,11 +1,16 @@
 """Extreme eigenvalues of the loss Hessian from Hessian-vector products (source 004 §3.9).
 
-One entry point, :func:`top_eigenvalues`, with three methods on a :class:`HessianOperator`:
+One entry point, :func:`top_eigenvalues`, with four methods on a :class:`HessianOperator`:
 
-- ``"lanczos"`` (default): implicitly restarted Lanczos, ``scipy.sparse.linalg.eigsh`` (ARPACK)
-  on :meth:`HessianOperator.to_scipy`, float64 Lanczos vectors, one product per step. Any of
-  ``which="LA"`` (largest algebraic), ``"SA"`` (smallest algebraic) or ``"LM"`` (largest
-  magnitude). The fewest products for a given accuracy.
+- ``"block"`` (default): block Lanczos with full reorthogonalization and thick restarts
+  (:func:`tailwise.hessian.block.block_lanczos`) on :meth:`HessianOperator.matmat`, b columns
+  per product call (one pass over the data, or one backward pass through each retained
+  gradient graph per column). Any of ``which="LA"`` (largest algebraic), ``"SA"`` (smallest
+  algebraic) or ``"LM"`` (largest magnitude). Stops on ARPACK's relative-residual rule, checked
+  after every block, so it spends no product beyond the one that meets it.
+- ``"lanczos"``: implicitly restarted Lanczos, ``scipy.sparse.linalg.eigsh`` (ARPACK) on
+  :meth:`HessianOperator.to_scipy`, float64 Lanczos vectors, one product per step; at least
+  ``ncv`` products whatever the tolerance. Any ``which``.
 - ``"power"``: simultaneous (block) power iteration, source 004 Algorithm 1: Q random (n, k)
   orthonormalized by QR, then Z = H Q (one block product, one pass over the data) and
   Q, R = QR(Z) until sum (Q - Q_prev)^2 < tol (004 uses 1e-3).
@@ -45,6 +50,7 @@ from tailwise._errors import UsageError
 from tailwise._progress import progress_task
 from tailwise._threads import torch_work
 from tailwise.hessian._budget import FLOAT64_BYTES, check_memory
+from tailwise.hessian.block import block_lanczos, default_basis_size
 from tailwise.hessian.hvp import HVPMethod
 from tailwise.hessian.operator import Data, HessianOperator, LossFn
 
@@ -54,6 +60,7 @@ __all__ = ["EigenMethod", "EigenResult", "EigenSolver", "Which", "top_eigenvalue
 class EigenSolver(str, enum.Enum):
     """The algorithm of :func:`top_eigenvalues` (its ``method``)."""
 
+    BLOCK = "block"
     LANCZOS = "lanczos"
     POWER = "power"
     DEFLATION = "deflation"
@@ -71,16 +78,20 @@ class Which(str, enum.Enum):
     LARGEST_MAGNITUDE = "LM"
 
 
-#: Default ``tol`` per method: ARPACK's relative residual, 004's subspace change, PyHessian's
+#: Default ``tol`` per method: the relative residual (block: 1e-3, so the eigenvalue error is
+#: about 1e-6 relative where the eigenvalue is 10% from the next one, and never above 1e-3;
+#: ARPACK, which cannot stop between restarts, 1e-6), 004's subspace change, PyHessian's
 #: relative eigenvalue change.
 DEFAULT_TOL: dict[EigenSolver, float] = {
+    EigenSolver.BLOCK: 1e-3,
     EigenSolver.LANCZOS: 1e-6,
     EigenSolver.POWER: 1e-3,
     EigenSolver.DEFLATION: 1e-3,
 }
-#: Default ``max_iter`` per method: ARPACK restarts, block iterations, iterations per eigenpair
-#: (PyHessian's ``maxIter``).
+#: Default ``max_iter`` per method: block products, ARPACK restarts, block iterations,
+#: iterations per eigenpair (PyHessian's ``maxIter``).
 DEFAULT_MAX_ITER: dict[EigenSolver, int] = {
+    EigenSolver.BLOCK: 1000,
     EigenSolver.LANCZOS: 1000,
     EigenSolver.POWER: 1000,
     EigenSolver.DEFLATION: 100,
@@ -100,10 +111,11 @@ class EigenResult:
             order of ``eigenvalues``; column j is the flat vector of
             :meth:`HessianOperator.unflatten`.
         num_matvecs: Hessian-vector products over the full data spent (a block of k counts k).
-        iterations: Lanczos: products (ARPACK does not report its restarts); power: block
-            iterations; deflation: power steps summed over the eigenpairs.
+        iterations: block: block products; Lanczos: products (ARPACK does not report its
+            restarts); power: block iterations; deflation: power steps summed over the
+            eigenpairs.
         converged: whether the stopping rule was met (for every eigenpair) within ``max_iter``.
-        method: ``"lanczos"``, ``"power"`` or ``"deflation"``.
+        method: ``"block"``, ``"lanczos"``, ``"power"`` or ``"deflation"``.
     """
 
     eigenvalues: NDArray[np.float64]
@@ -128,6 +140,7 @@ def _build_operator(
     data: Data | None,
     params: Sequence[str] | None,
     hvp_method: HVPMethod | str | None,
+    retain_graph: bool | None,
 ) -> HessianOperator:
     if isinstance(model, HessianOperator):
         given = [
@@ -137,6 +150,7 @@ def _build_operator(
                 ("data", data),
                 ("params", params),
                 ("hvp_method", hvp_method),
+                ("retain_graph", retain_graph),
             )
             if value is not None
         ]
@@ -159,6 +173,7 @@ def _build_operator(
         data,
         params=params,
         hvp_method=hvp_method,
+        retain_graph=retain_graph,
     )
 
 
@@ -177,7 +192,7 @@ def top_eigenvalues(
     data: Data | None = None,
     k: int = 1,
     *,
-    method: EigenSolver | str = EigenSolver.LANCZOS,
+    method: EigenSolver | str | None = None,
     which: Which | str | None = None,
     params: Sequence[str] | None = None,
     tol: float | None = None,
@@ -185,30 +200,40 @@ def top_eigenvalues(
     seed: int = 0,
     hvp_method: HVPMethod | str | None = None,
     ncv: int | None = None,
+    block_size: int | None = None,
+    retain_graph: bool | None = None,
     progress: bool = True,
 ) -> EigenResult:
     """The k extreme eigenvalues and eigenvectors of the Hessian of the full-data loss.
 
     Either ``top_eigenvalues(model, loss_fn, data, k, ...)``, which builds a
-    :class:`HessianOperator` (with ``params`` and ``hvp_method``, and its determinism check:
-    call ``model.eval()`` first), or ``top_eigenvalues(operator, k=k, ...)`` on a prebuilt one
-    (then ``loss_fn``, ``data``, ``params`` and ``hvp_method`` must be left out).
+    :class:`HessianOperator` (with ``params``, ``hvp_method`` and ``retain_graph``, and its
+    determinism check: call ``model.eval()`` first), or ``top_eigenvalues(operator, k=k, ...)``
+    on a prebuilt one (then ``loss_fn``, ``data``, ``params``, ``hvp_method`` and
+    ``retain_graph`` must be left out).
 
     Args:
         model: an ``nn.Module`` or a :class:`HessianOperator`.
-        loss_fn, data, params, hvp_method: as for :class:`HessianOperator`.
-        k: number of eigenpairs, 1 <= k < n for ``"lanczos"`` (ARPACK), k <= n otherwise.
-        method: the solver (:class:`EigenSolver`): ``"lanczos"`` (default), ``"power"``
-            (004 Algorithm 1) or ``"deflation"`` (PyHessian).
+        loss_fn, data, params, hvp_method, retain_graph: as for :class:`HessianOperator`
+            (``retain_graph``: keep each batch's gradient graph and multiply through it,
+            chosen automatically when it is small against the machine's memory).
+        k: number of eigenpairs, 1 <= k < n for ``"block"`` and ``"lanczos"``, k <= n for the
+            power methods.
+        method: the solver (:class:`EigenSolver`): ``"block"`` (block Lanczos,
+            :mod:`tailwise.hessian.block`), ``"lanczos"`` (ARPACK), ``"power"`` (004
+            Algorithm 1) or ``"deflation"`` (PyHessian). Default ``"block"``, or
+            ``"lanczos"`` when ``ncv`` (an ARPACK setting) is given.
         which: ``"LA"``, ``"SA"`` or ``"LM"`` (see :class:`Which`); default ``"LA"`` for
-            Lanczos and ``"LM"``, the only choice, for the power methods.
-        tol: stopping tolerance; default :data:`DEFAULT_TOL`. Lanczos: ARPACK's relative
-            residual, ||H v - lambda v|| <= tol |lambda| (the eigenvalue error is then
-            usually of order tol^2 |lambda|, plus the float rounding of the products). Power:
-            004's rule sum_ij (Q - Q_prev)_ij^2 < tol (column signs aligned first). Deflation:
-            |lambda_t - lambda_{t-1}| < tol (|lambda_{t-1}| + 1e-6) per eigenpair.
-        max_iter: default :data:`DEFAULT_MAX_ITER`. Lanczos: ARPACK restarts; power: block
-            iterations; deflation: iterations per eigenpair.
+            block and Lanczos and ``"LM"``, the only choice, for the power methods.
+        tol: stopping tolerance; default :data:`DEFAULT_TOL`. Block and Lanczos: the relative
+            residual, ||H v - lambda v|| <= tol |lambda| (ARPACK's rule; the eigenvalue error is
+            then at most tol |lambda| and usually of order tol^2 |lambda| / relative gap, plus
+            the float rounding of the products; block's default 1e-3 gives 1e-8 to 1e-6 on
+            CIFAR-shaped CNNs). Power: 004's rule sum_ij (Q - Q_prev)_ij^2 < tol (column signs
+            aligned first). Deflation: |lambda_t - lambda_{t-1}| < tol (|lambda_{t-1}| + 1e-6)
+            per eigenpair.
+        max_iter: default :data:`DEFAULT_MAX_ITER`. Block: block products; Lanczos: ARPACK
+            restarts; power: block iterations; deflation: iterations per eigenpair.
         seed: seeds the start vector(s), drawn on the CPU in float64: a seed gives the same
             result on every run.
         ncv: Lanczos only: the number of Lanczos vectors ARPACK keeps between restarts, in
@@ -218,6 +243,11 @@ def top_eigenvalues(
             CNN, k = 1: 8 products, against 21 with SciPy's default max(2k + 1, 20)); SciPy's
             ``max(2k + 1, 20)`` for ``"SA"``, whose eigenvalues sit at the edge of the dense
             bulk near zero and need the larger basis (71 products, against 284 with 7).
+        block_size: block only: b, the columns per product call, in [1, k + 8]. Default
+            (:func:`default_block_size`): with retained gradient graphs, where a column costs
+            the same alone or in a block, 1 for k = 1 and 2 otherwise (the fewest products:
+            b = 2 resolves pairs of close eigenvalues); without, where a pass over the data
+            serves the whole block, min(k + 1, 4).
         progress: show the number of Hessian-vector products on stderr (terminals only).
 
     Returns:
@@ -226,8 +256,9 @@ def top_eigenvalues(
         last estimates, Lanczos NaN for the pairs that had not converged.
 
     Bad values raise :class:`tailwise.UsageError` before any product: k out of range (k larger
-    than the selected parameters allow is refused, never clipped), and a k or ``ncv`` whose
-    float64 blocks of n-vectors would not fit the memory of the machine (or device).
+    than the selected parameters allow is refused, never clipped), and a k, ``ncv`` or
+    ``block_size`` whose float64 blocks of n-vectors would not fit the memory of the machine
+    (or device).
 
     Threads: the block runs under the torch-work policy of ``tailwise._threads`` (torch keeps
     its threads, SciPy's BLAS gets one; ``TAILWISE_THREADS`` overrides).
@@ -251,18 +282,55 @@ def top_eigenvalues(
             seed,
             hvp_method,
             ncv,
+            block_size,
+            retain_graph,
             progress,
         )
 
 
-def memory_needed(n: int, k: int, method: EigenSolver, ncv: int | None = None) -> tuple[int, str]:
+def default_block_size(k: int, retained: bool) -> int:
+    """The default ``block_size`` of ``method="block"`` for k eigenpairs.
+
+    With retained gradient graphs (``HessianOperator.retains_graph``) every column is its own
+    backward pass, so the fewest products win: b = 1 (Lanczos) for k = 1, b = 2 otherwise
+    (measured on CIFAR-shaped CNNs, top-5 to 1e-6: 16-20 products with b = 2, 18-21 with 3,
+    24-28 with 4). Without, one pass over the data serves the block (and ``vmap`` shares the
+    forward pass between its columns): min(k + 1, 4).
+
+    >>> default_block_size(1, retained=True), default_block_size(5, retained=True)
+    (1, 2)
+    >>> default_block_size(1, retained=False), default_block_size(5, retained=False)
+    (2, 4)
+    """
+    if retained:
+        return 1 if k == 1 else 2
+    return min(k + 1, 4)
+
+
+def memory_needed(
+    n: int,
+    k: int,
+    method: EigenSolver,
+    ncv: int | None = None,
+    block_size: int | None = None,
+) -> tuple[int, str]:
     """Bytes of float64 n-vectors :func:`top_eigenvalues` holds at once, and what they are.
 
-    Lanczos: ARPACK's basis of ``ncv`` vectors, its 3 work vectors and the k eigenvectors;
-    power: the block, its product and QR (about 4 k vectors); deflation: k found vectors and
-    3 more.
+    Block: the basis of :func:`tailwise.hessian.block.default_basis_size` vectors, 4 blocks
+    of b (the block, its product, the next block and a QR) and the k eigenvectors (default
+    b: 2); Lanczos: ARPACK's basis of ``ncv`` vectors, its 3 work vectors and the k
+    eigenvectors; power: the block, its product and QR (about 4 k vectors); deflation: k found
+    vectors and 3 more.
     """
-    if method is EigenSolver.LANCZOS:
+    if method is EigenSolver.BLOCK:
+        width = 2 if block_size is None else block_size
+        basis = default_basis_size(n, k, width)
+        columns = basis + 4 * width + k
+        what = (
+            f"the block Lanczos basis of {basis} vectors, blocks of {width} and k={k} "
+            f"eigenvectors of n={n:,}"
+        )
+    elif method is EigenSolver.LANCZOS:
         columns = (ncv if ncv is not None else k + 1) + 3 + k
         what = f"the Lanczos basis of ncv={ncv} vectors and k={k} eigenvectors of n={n:,}"
     elif method is EigenSolver.POWER:
@@ -279,7 +347,7 @@ def _top_eigenvalues(
     loss_fn: LossFn | None,
     data: Data | None,
     k: int,
-    method: EigenSolver | str,
+    method: EigenSolver | str | None,
     which: Which | str | None,
     params: Sequence[str] | None,
     tol: float | None,
@@ -287,20 +355,23 @@ def _top_eigenvalues(
     seed: int,
     hvp_method: HVPMethod | str | None,
     ncv: int | None,
+    block_size: int | None,
+    retain_graph: bool | None,
     progress: bool,
 ) -> EigenResult:
     where = "top_eigenvalues"
+    if method is None:
+        method = EigenSolver.LANCZOS if ncv is not None else EigenSolver.BLOCK
     method = EigenSolver(_enum_value(where, "method", EigenSolver, method))
+    krylov = method in (EigenSolver.BLOCK, EigenSolver.LANCZOS)
     if which is None:
-        which = (
-            Which.LARGEST_ALGEBRAIC if method is EigenSolver.LANCZOS else Which.LARGEST_MAGNITUDE
-        )
+        which = Which.LARGEST_ALGEBRAIC if krylov else Which.LARGEST_MAGNITUDE
     which = Which(_enum_value(where, "which", Which, which))
-    if method is not EigenSolver.LANCZOS and which is not Which.LARGEST_MAGNITUDE:
+    if not krylov and which is not Which.LARGEST_MAGNITUDE:
         raise UsageError(
             f"top_eigenvalues: method={method.value!r} converges to the eigenvalues of largest "
-            f"magnitude, so which must be 'LM', got {which.value!r}; use method='lanczos' for "
-            "'LA' or 'SA'"
+            f"magnitude, so which must be 'LM', got {which.value!r}; use method='block' or "
+            "'lanczos' for 'LA' or 'SA'"
         )
     seed = _check_int(where, "seed", seed, 0)
     tol = DEFAULT_TOL[method] if tol is None else tol
@@ -309,25 +380,41 @@ def _top_eigenvalues(
     max_iter = _check_int(
         where, "max_iter", DEFAULT_MAX_ITER[method] if max_iter is None else max_iter, 1
     )
-    operator = _build_operator(model, loss_fn, data, params, hvp_method)
+    if ncv is not None and method is not EigenSolver.LANCZOS:
+        raise UsageError(f"{where}: ncv is a Lanczos setting, got it with method={method.value!r}")
+    if block_size is not None and method is not EigenSolver.BLOCK:
+        raise UsageError(
+            f"{where}: block_size is a setting of method='block', got it with "
+            f"method={method.value!r}"
+        )
+    operator = _build_operator(model, loss_fn, data, params, hvp_method, retain_graph)
     n = operator.num_params
-    high = n - 1 if method is EigenSolver.LANCZOS else n
+    high = n - 1 if krylov else n
     if high < 1:
-        raise UsageError(f"{where}: method='lanczos' needs at least 2 parameters, got n={n}")
+        raise UsageError(f"{where}: method={method.value!r} needs at least 2 parameters, got n={n}")
     if not isinstance(k, bool) and isinstance(k, (int, np.integer)) and k > high:
         raise UsageError(
             f"{where}: k must be in [1, {high}], got {k}: the n={n:,} selected parameters "
             f"give at most {high:,} eigenvalues with method={method.value!r}"
-            + (" (Lanczos: k < n)" if method is EigenSolver.LANCZOS else "")
+            + (" (Krylov methods: k < n)" if krylov else "")
         )
     k = _check_int(where, "k", k, 1, high)
-    if ncv is not None and method is not EigenSolver.LANCZOS:
-        raise UsageError(f"{where}: ncv is a Lanczos setting, got it with method={method.value!r}")
+    if method is EigenSolver.BLOCK:
+        if block_size is None:
+            block_size = min(n - 1, default_block_size(k, operator.retains_graph))
+        else:
+            block_size = _check_int(where, "block_size", block_size, 1, n - 1)
     if ncv is None:
         ncv = min(n, max(2 * k + 1, 20 if which is Which.SMALLEST_ALGEBRAIC else k + 6))
     else:
         ncv = _check_int(where, "ncv", ncv, k + 1, n)
-    needed, what = memory_needed(n, k, method, ncv if method is EigenSolver.LANCZOS else None)
+    needed, what = memory_needed(
+        n,
+        k,
+        method,
+        ncv if method is EigenSolver.LANCZOS else None,
+        block_size,
+    )
     device = torch.device("cpu") if method is EigenSolver.LANCZOS else operator.device
     check_memory(where, what, needed, device)
     start = operator.num_matvecs
@@ -338,7 +425,12 @@ def _top_eigenvalues(
             lambda count: advance(count, description=f"{operator.num_matvecs - start} HVPs")
         ),
     ):
-        if method is EigenSolver.LANCZOS:
+        if method is EigenSolver.BLOCK:
+            assert block_size is not None
+            values, vectors, iterations, converged = _block(
+                operator, k, which, tol, max_iter, seed, block_size
+            )
+        elif method is EigenSolver.LANCZOS:
             values, vectors, iterations, converged = _lanczos(
                 operator, k, which, tol, max_iter, seed, ncv
             )
@@ -397,6 +489,28 @@ def _start_block(operator: HessianOperator, k: int, seed: int) -> Tensor:
     """:func:`_random_block` on the operator's device."""
     block = _random_block(operator.num_params, k, seed)
     return block.to(device=operator.device, dtype=_work_dtype(operator.device))
+
+
+def _block(
+    operator: HessianOperator,
+    k: int,
+    which: Which,
+    tol: float,
+    max_iter: int,
+    seed: int,
+    block_size: int,
+) -> tuple[NDArray[np.float64], Tensor, int, bool]:
+    """Block Lanczos (:func:`tailwise.hessian.block.block_lanczos`) on ``operator.matmat``."""
+    found = block_lanczos(
+        operator.matmat,
+        _start_block(operator, block_size, seed),
+        k,
+        which=which.value,
+        tol=tol,
+        max_iter=max_iter,
+        seed=seed,
+    )
+    return found.values, found.vectors, found.iterations, found.converged
 
 
 def _lanczos(

@@ -9,6 +9,12 @@ H v = d/d eps grad L(theta + eps v) at eps = 0 (REFERENCES §6). Two ways to com
   ``create_graph=True``; the classic Pearlmutter trick, and what PyHessian does.
 
 Both cost a small constant times one gradient and O(number of parameters) memory.
+
+A third way serves many products on the same batch: build the gradient once with
+``create_graph=True`` and keep its graph; each product is then one backward pass through it,
+``autograd.grad(grad L, theta, grad_outputs=v, retain_graph=True)`` (what PyHessian does).
+:class:`RetainedGradient` holds one batch's graph (package-internal: the
+:class:`~tailwise.hessian.HessianOperator` keeps one per batch and decides when).
 """
 
 from __future__ import annotations
@@ -27,7 +33,14 @@ from torch.func import functional_call, grad, jvp
 from tailwise._errors import UsageError
 from tailwise._modules import as_args
 
-__all__ = ["HVPFallback", "HVPMethod", "hvp", "named_parameters", "restored_buffers"]
+__all__ = [
+    "HVPFallback",
+    "HVPMethod",
+    "RetainedGradient",
+    "hvp",
+    "named_parameters",
+    "restored_buffers",
+]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -74,7 +87,9 @@ def restored_buffers(model: nn.Module) -> Iterator[None]:
     A forward pass of a train-mode BatchNorm updates its running statistics (and its
     ``num_batches_tracked``); Hessian-vector products, losses and gradients taken for
     analysis must leave the model as they found it. Values are restored in place (the
-    buffer tensors keep their identity), also when the block raises.
+    buffer tensors keep their identity), also when the block raises. A buffer whose value did
+    not change is not written: its version counter stays, so a graph that saved it (an
+    eval-mode BatchNorm's statistics) can still be differentiated after the block.
 
     >>> bn = nn.BatchNorm1d(2).train()
     >>> with restored_buffers(bn):
@@ -89,7 +104,8 @@ def restored_buffers(model: nn.Module) -> Iterator[None]:
     finally:
         with torch.no_grad():
             for buffer, value in zip(buffers, saved, strict=True):
-                buffer.copy_(value)
+                if not torch.equal(buffer, value):
+                    buffer.copy_(value)
 
 
 class HVPFallback:
@@ -274,3 +290,120 @@ def _forward_over_reverse(
     tangents = {name: vectors[name].to(primals[name]) for name in theta}
     product = jvp(grad(loss_of), (primals,), (tangents,))[1]
     return {name: t.detach() for name, t in product.items()}
+
+
+class RetainedGradient:
+    """One batch's gradient built with ``create_graph=True``, kept for many products.
+
+    grad L_b(theta) is computed once with its graph; then H_b v = d(grad L_b . v)/d theta is one
+    backward pass through that graph per vector (double backward, REFERENCES §6), without the
+    forward pass and first backward pass a fresh product repeats. The graph holds the
+    activations of the forward and backward pass (:attr:`nbytes`), so it suits data that fits
+    in memory. It is only valid while the parameters, buffers and train/eval flags it was
+    built from are unchanged; the owner checks that (:class:`HessianOperator` does).
+
+    The forward pass runs on copies of the model's buffers (``functional_call``): a train-mode
+    BatchNorm updates the copies, which its backward saved, so the model's own statistics are
+    never written and the graph stays valid.
+
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Linear(3, 1, bias=False).double()
+    >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    >>> kept = RetainedGradient(model, nn.functional.mse_loss, x, y, ["weight"])
+    >>> rows = [torch.eye(3, dtype=torch.float64).reshape(3, 1, 3)]  # (k, *shape) per parameter
+    >>> bool(torch.allclose(kept.products(rows)[0].reshape(3, 3), 2 * x.T @ x / 8))
+    True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        inputs: Tensor | tuple[Any, ...],
+        targets: Tensor,
+        names: Sequence[str],
+    ) -> None:
+        theta = named_parameters(model, names)
+        self._theta = [theta[name] for name in names]
+        buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+        with torch.enable_grad():
+            loss = loss_fn(functional_call(model, buffers, as_args(inputs)), targets)
+            grads = torch.autograd.grad(loss, self._theta, create_graph=True, allow_unused=True)
+        #: the batch's loss L_b, as a Python float.
+        self.loss = float(loss.detach())
+        # A gradient without a graph does not depend on theta (the loss is linear in that
+        # parameter, or does not use it): its rows of H_b are zero.
+        self._outputs = [
+            (index, grad)
+            for index, grad in enumerate(grads)
+            if grad is not None and grad.requires_grad
+        ]
+        kept = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+        #: bytes the graph keeps alive: its saved tensors (not the parameters and buffers, which
+        #: live anyway) and the gradient itself.
+        self.nbytes = _graph_bytes([grad for _, grad in self._outputs], kept)
+
+    def products(self, vectors: Sequence[Tensor]) -> list[Tensor]:
+        """H_b v for k vectors: ``vectors[i]`` of shape (k, *shape of parameter i); same out.
+
+        One backward pass through the kept graph per column. The vectors must have the
+        parameters' dtype and device.
+        """
+        result = [torch.zeros_like(v) for v in vectors]
+        if not self._outputs:
+            return result
+        for column in range(vectors[0].shape[0]):
+            second = torch.autograd.grad(
+                [grad for _, grad in self._outputs],
+                self._theta,
+                grad_outputs=[vectors[index][column] for index, _ in self._outputs],
+                retain_graph=True,
+                allow_unused=True,
+            )
+            for out, piece in zip(result, second, strict=True):
+                if piece is not None:
+                    out[column] = piece
+        return result
+
+
+def _saved_tensors(node: Any) -> Iterator[Tensor]:
+    """The tensors an autograd node saved for its backward (its ``_saved_*`` attributes)."""
+    for attribute in dir(node):
+        if not attribute.startswith("_saved_"):
+            continue
+        try:
+            value = getattr(node, attribute)
+        except RuntimeError:  # already freed
+            continue
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, Tensor):
+                yield item
+            elif isinstance(item, (tuple, list)):
+                stack.extend(item)
+
+
+def _graph_bytes(outputs: Sequence[Tensor], excluded: set[int]) -> int:
+    """Bytes of the distinct storages the graph behind ``outputs`` holds, plus the outputs.
+
+    Walks the graph from the outputs' ``grad_fn`` through ``next_functions`` and adds up the
+    storages of every saved tensor once (views share one), leaving out the storages whose
+    ``data_ptr`` is in ``excluded`` (the parameters, which live anyway).
+    """
+    storages: dict[int, int] = {}
+    for tensor in outputs:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    seen: set[Any] = set()
+    stack: list[Any] = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for saved in _saved_tensors(node):
+            storage = saved.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        stack.extend(following for following, _ in node.next_functions)
+    return sum(size for pointer, size in storages.items() if pointer not in excluded)
