@@ -107,22 +107,33 @@ def _wanted_order(theta: Tensor, which: str) -> Tensor:
     return torch.argsort(-theta.abs(), stable=True)
 
 
-def _project_out(basis: Tensor, block: Tensor) -> tuple[Tensor, Tensor]:
+def _project_out(basis: Tensor, block: Tensor, local: int = 0) -> tuple[Tensor, Tensor]:
     """``block`` (b, n) minus its projection on the orthonormal rows of ``basis`` (m, n); and
     the coefficients (m, b). Rows are the vectors: contiguous for BLAS.
 
-    Classical Gram-Schmidt, repeated when a pass removed more than 1 - 1/sqrt(2) of a row's
-    norm (the DGKS criterion, Daniel, Gragg, Kaufman and Stewart 1976): then the result is
-    orthogonal to the basis to rounding ("twice is enough"); the basis is read 2 or 4 times.
+    The last ``local`` rows are projected out first: in a Lanczos step they carry almost all
+    of the product (the three-term recurrence), so the following full classical Gram-Schmidt
+    pass only removes rounding. That pass is repeated when it removed more than
+    1 - 1/sqrt(2) of a row's norm (the DGKS criterion, Daniel, Gragg, Kaufman and Stewart
+    1976), after which the result is orthogonal to the basis to rounding ("twice is
+    enough"). The whole basis is read twice, rarely four times.
     """
-    coefficients = basis @ block.T
-    before = torch.linalg.vector_norm(block, dim=1)
-    block = block - coefficients.T @ basis
-    after = torch.linalg.vector_norm(block, dim=1)
-    if bool((after >= before / math.sqrt(2)).all()):
-        return block, coefficients
-    again = basis @ block.T
-    return block - again.T @ basis, coefficients + again
+    coefficients = torch.zeros((basis.shape[0], block.shape[0]), dtype=block.dtype)
+    coefficients = coefficients.to(block.device)
+    if 0 < local < basis.shape[0]:
+        recent = basis[-local:]
+        near = recent @ block.T
+        block = block - near.T @ recent
+        coefficients[-local:] = near
+    for _ in range(2):
+        before = torch.linalg.vector_norm(block, dim=1)
+        again = basis @ block.T
+        block = block - again.T @ basis
+        coefficients += again
+        after = torch.linalg.vector_norm(block, dim=1)
+        if bool((after >= before / math.sqrt(2)).all()):
+            break
+    return block, coefficients
 
 
 def _orthonormal_extension(
@@ -153,6 +164,16 @@ def _orthonormal_extension(
         lost = r.diagonal().abs() < 0.5  # a row that lay (mostly) in span(basis)
         replaced = True
     return q, coupling, replaced
+
+
+def _rotate_in_place(basis: Tensor, end: int, rotation: Tensor) -> None:
+    """basis[:p] = rotation (p, end) @ basis[:end], a slab of columns at a time, so the restart
+    needs no second copy of the basis (each slab is read whole before it is written)."""
+    keep = rotation.shape[0]
+    width = max(1, (1 << 22) // max(end, 1))  # about 32 MiB of float64 per slab
+    for start in range(0, basis.shape[1], width):
+        slab = basis[:end, start : start + width]
+        basis[:keep, start : start + width] = rotation @ slab
 
 
 def block_lanczos(
@@ -234,7 +255,7 @@ def block_lanczos(
                 f"shape {(n, b)}"
             )
         image = image.T.to(dtype)
-        residual, coefficients = _project_out(basis[:end], image)
+        residual, coefficients = _project_out(basis[:end], image, local=2 * b)
         columns = coefficients.to(torch.float64).cpu()
         projection[:end, begin:end] = columns
         projection[begin:end, :end] = columns.T
@@ -273,8 +294,7 @@ def block_lanczos(
         if end + next_width > size:  # restart with the Ritz vectors nearest the wanted end
             keep = min(end, max(k + next_width, (size + k) // 2), size - next_width)
             kept = order[:keep]
-            rotated = rotation[:, kept].T.to(dtype=dtype, device=device) @ basis[:end]
-            basis[:keep] = rotated
+            _rotate_in_place(basis, end, rotation[:, kept].T.to(dtype=dtype, device=device))
             projection.zero_()
             projection[:keep, :keep] = torch.diag(theta[kept])
             end = keep
