@@ -88,7 +88,7 @@ def test_defaults_on_the_reference_network(runs: dict[str, Run]) -> None:
     assert "tailwise hessian:" in run.stdout and "64 examples" in run.stdout
     values = printed_eigenvalues(run.stdout)
     assert len(values) == 5 and values == sorted(values, reverse=True) and values[0] > 0
-    assert "lanczos" in run.stdout and "HVPs" in run.stdout
+    assert "block" in run.stdout and "HVPs" in run.stdout
     assert "trace" not in run.stdout
 
 
@@ -103,7 +103,7 @@ def test_trace_density_and_json_agree_with_the_printed_table(
         "trace", "trace_std_error", "density_nodes", "density_weights", "seconds",
     ):  # fmt: skip
         assert key in data, key
-    assert data["method"] == "lanczos" and data["converged"] is True
+    assert data["method"] == "block" and data["converged"] is True
     assert len(data["eigenvalues"]) == 3
     printed = printed_eigenvalues(run.stdout)
     assert len(printed) == 3

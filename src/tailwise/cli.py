@@ -545,7 +545,17 @@ def hessian(
     samples: Annotated[int, typer.Option(help="Number of training examples used")] = 512,
     batch_size: Annotated[int, typer.Option(help="Examples per Hessian-vector pass")] = 256,
     top_k: Annotated[int, typer.Option("--top-k", help="Number of top eigenvalues")] = 5,
-    method: Annotated[str, typer.Option(help="lanczos | power | deflation")] = "lanczos",
+    method: Annotated[
+        str, typer.Option(help="block (block Lanczos) | lanczos (ARPACK) | power | deflation")
+    ] = "block",
+    retain_graph: Annotated[
+        bool | None,
+        typer.Option(
+            "--retain-graph/--no-retain-graph",
+            help="Keep each batch's gradient graph for the products (default: automatic, "
+            "when small against memory)",
+        ),
+    ] = None,
     trace: Annotated[
         bool, typer.Option("--trace", metavar="", help="Estimate the trace (Hutch++)")
     ] = False,
@@ -582,6 +592,7 @@ def hessian(
             batches,
             top_k=top_k,
             solver=method,
+            retain_graph=retain_graph,
             trace=trace,
             density=density is not None,
             include=params,

@@ -34,8 +34,9 @@ def test_eigenvalues_trace_and_density_match_the_dense_hessian(
     x, y = full(batches)
     dense = dense_hessian(model, cross_entropy, x, y)
     spectrum = torch.linalg.eigvalsh(dense).numpy()[::-1]
-    assert found.num_params == 53 and found.solver == "lanczos" and found.converged
-    np.testing.assert_allclose(found.eigenvalues, spectrum[:3], rtol=1e-6)
+    assert found.num_params == 53 and found.solver == "block" and found.converged
+    # The block solver stops at residual tol 1e-3 |lambda|: eigenvalue error ~ tol^2 / gap.
+    np.testing.assert_allclose(found.eigenvalues, spectrum[:3], rtol=1e-5)
     assert found.loss == pytest.approx(float(cross_entropy(model(x), y).detach()), rel=1e-12)
     assert found.trace is not None and found.trace_std_error is not None
     assert abs(found.trace - float(dense.trace())) < 5 * found.trace_std_error + 1e-8

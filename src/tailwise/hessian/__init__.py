@@ -1,8 +1,9 @@
 """Curvature of the loss (source 004): Hessian-vector products, spectra, trace and density."""
 
+from tailwise.hessian.block import BlockLanczosResult, block_lanczos
 from tailwise.hessian.eigen import EigenMethod, EigenResult, EigenSolver, top_eigenvalues
 from tailwise.hessian.hvp import HVPFallback, HVPMethod, hvp, named_parameters, restored_buffers
-from tailwise.hessian.operator import HessianOperator
+from tailwise.hessian.operator import RETAINED_GRAPH_SHARE, HessianOperator
 from tailwise.hessian.plots import plot_density, plot_eigenvalues
 from tailwise.hessian.summarize import HessianSummary, summarize
 from tailwise.hessian.trace import (
@@ -14,6 +15,8 @@ from tailwise.hessian.trace import (
 )
 
 __all__ = [
+    "RETAINED_GRAPH_SHARE",
+    "BlockLanczosResult",
     "EigenMethod",
     "EigenResult",
     "EigenSolver",
@@ -23,6 +26,7 @@ __all__ = [
     "HessianSummary",
     "SpectralDensity",
     "TraceEstimate",
+    "block_lanczos",
     "hutchinson_trace",
     "hutchpp_trace",
     "hvp",

@@ -160,12 +160,13 @@ def _check_budgets(
     """Refuse, before any work, what the n selected parameters cannot give or hold."""
     if n < 1:
         return  # HessianOperator says there is nothing to differentiate
-    high = n - 1 if how is EigenSolver.LANCZOS else n
+    krylov = how in (EigenSolver.LANCZOS, EigenSolver.BLOCK)
+    high = n - 1 if krylov else n
     if top_k > high:
         raise UsageError(
             f"summarize: top_k={top_k:,} is more than the {high:,} eigenvalues solver="
             f"{how.value!r} can give for the n={n:,} selected parameters"
-            + (" (Lanczos: k < n)" if how is EigenSolver.LANCZOS else "")
+            + (" (Lanczos: k < n)" if krylov else "")
         )
     cpu, device = torch.device("cpu"), model_device(model)
     ncv = min(n, max(2 * top_k + 1, top_k + 6)) if how is EigenSolver.LANCZOS else None
@@ -183,7 +184,7 @@ def summarize(
     data: Data,
     *,
     top_k: int = 5,
-    solver: EigenSolver | str = EigenSolver.LANCZOS,
+    solver: EigenSolver | str = EigenSolver.BLOCK,
     trace: bool = False,
     trace_matvecs: int = 99,
     density: bool = False,
@@ -192,6 +193,7 @@ def summarize(
     include: str | None = None,
     seed: int = 0,
     hvp_method: HVPMethod | str | None = None,
+    retain_graph: bool | None = None,
     progress: bool = True,
 ) -> HessianSummary:
     """Top eigenvalues, and optionally the trace and spectral density, of the loss Hessian.
@@ -204,8 +206,9 @@ def summarize(
 
     Args:
         model, loss_fn, data: as for :class:`~tailwise.hessian.operator.HessianOperator`.
-        top_k: number of top eigenvalues, at most n - 1 for ``"lanczos"`` (n for the power
-            methods): more raises :class:`tailwise.UsageError` (never a shorter answer).
+        top_k: number of top eigenvalues, at most n - 1 for ``"block"`` and ``"lanczos"`` (n
+            for the power methods): more raises :class:`tailwise.UsageError` (never a
+            shorter answer).
         solver: :class:`~tailwise.hessian.eigen.EigenSolver`, the ``method`` of
             :func:`~tailwise.hessian.eigen.top_eigenvalues`.
         trace: also estimate tr(H) by Hutch++ with ``trace_matvecs`` (>= 3) products.
@@ -216,6 +219,9 @@ def summarize(
             :class:`tailwise.UsageError`.
         seed: seeds the start vectors and probes.
         hvp_method: see :class:`~tailwise.hessian.hvp.HVPMethod`.
+        retain_graph: keep each batch's gradient graph for the products (None: while they
+            take at most 1/8 of the memory; see
+            :class:`~tailwise.hessian.operator.HessianOperator`).
         progress: progress bars on stderr (terminals only), one per stage.
 
     Returns:
@@ -252,7 +258,14 @@ def summarize(
 
     start = time.perf_counter()
     with torch_work(), _in_eval_mode(model):
-        operator = HessianOperator(model, loss_fn, data, params=names, hvp_method=hvp_method)
+        operator = HessianOperator(
+            model,
+            loss_fn,
+            data,
+            params=names,
+            hvp_method=hvp_method,
+            retain_graph=retain_graph,
+        )
         found = top_eigenvalues(operator, k=top_k, method=how, seed=seed, progress=progress)
         loss = float(operator.loss())
         trace_value: float | None = None
