@@ -943,6 +943,149 @@ def simulate(
         _wrote(console, quiet, plot)
 
 
+experiment_app = typer.Typer(
+    name="experiment",
+    help="Reproduce the sources' claims: list, run (or resume), status, report.",
+    no_args_is_help=True,
+    cls=_Group,
+)
+app.add_typer(experiment_app)
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(help="Results folder (default: $TAILWISE_EXPERIMENTS or ./tailwise-experiments)"),
+]
+_EXPERIMENTS_SHOWN = columns("name! source location quick_minutes:min availability quick_done:done")
+_RUN_SHOWN = columns("name! scale seeds total done_before:before ran failed lost seconds")
+
+
+@experiment_app.command("list", cls=_Command)
+def experiment_list(store: StoreOption = None, quiet: Quiet = False) -> None:
+    """The catalogue: claim, source, scales, estimated quick time, stored results
+    (tailwise.experiments.list_experiments)."""
+    console = make_console()
+    with _user_errors():
+        from tailwise.experiments import list_experiments
+
+        table = list_experiments(store=store)
+        if quiet:
+            return
+        print_rows(console, table, _EXPERIMENTS_SHOWN, "tailwise experiments", "verdict")
+        for row in table.itertuples(index=False):
+            console.print(f"[bold]{plain(row.name)}[/bold]: {plain(row.claim)}")
+
+
+def _run_experiments(
+    names: list[str],
+    scale: str,
+    seeds: int | None,
+    backend: str,
+    address: str | None,
+    workers: int | None,
+    store: Path | None,
+    quiet: bool,
+) -> None:
+    console = make_console()
+    with _user_errors() as errors:
+        from tailwise.experiments import run as run_experiments
+
+        found = run_experiments(
+            names,
+            scale=scale,
+            seeds=seeds,
+            backend=backend,
+            workers=workers,
+            store=store,
+            progress=not quiet,
+            backend_options={"address": address} if address is not None else None,
+        )
+        if not quiet:
+            table = found.table()
+            print_rows(console, table, _RUN_SHOWN, f"tailwise experiment run ({scale})", "verdict")
+            for item in found.experiments:
+                console.print(f"[bold]{plain(item.name)}[/bold]: {plain(item.statement)}")
+            console.print(f"{found.seconds:.1f} s; results in {plain(found.store)}")
+        if not found.complete:
+            errors.print("some trials failed or were lost: run the same command again to retry")
+            raise typer.Exit(code=1)
+
+
+@experiment_app.command("run", cls=_Command)
+def experiment_run(
+    names: Annotated[list[str], typer.Argument(help="Experiment names, or all")],
+    scale: Annotated[str, typer.Option(help="quick (a laptop) | full (the source's)")] = "quick",
+    seeds: Annotated[
+        int | None, typer.Option(help="Seeds per grid point (default: each experiment's)")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="local (a process pool)")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Cluster address, for a cluster backend")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: min(2, CPUs))")
+    ] = None,
+    store: StoreOption = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run (or resume) experiments: done trials are skipped, failed ones retried
+    (tailwise.experiments.run)."""
+    _run_experiments(names, scale, seeds, backend, address, workers, store, quiet)
+
+
+@experiment_app.command("resume", cls=_Command)
+def experiment_resume(
+    names: Annotated[list[str], typer.Argument(help="Experiment names, or all")],
+    scale: Annotated[str, typer.Option(help="quick | full")] = "quick",
+    seeds: Annotated[int | None, typer.Option(help="Seeds per grid point")] = None,
+    backend: Annotated[str, typer.Option(help="local (a process pool)")] = "local",
+    address: Annotated[str | None, typer.Option(help="Cluster address")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+    store: StoreOption = None,
+    quiet: Quiet = False,
+) -> None:
+    """The same as run: finish what a stopped run left (tailwise.experiments.run)."""
+    _run_experiments(names, scale, seeds, backend, address, workers, store, quiet)
+
+
+@experiment_app.command("status", cls=_Command)
+def experiment_status(
+    name: Annotated[str, typer.Argument(help="Experiment name")],
+    store: StoreOption = None,
+    quiet: Quiet = False,
+) -> None:
+    """Trials expected, done, failed and pending per scale, and the last verdict
+    (tailwise.experiments.status)."""
+    console = make_console()
+    with _user_errors():
+        from tailwise.experiments import status
+
+        table = status(name, store=store)
+        if not quiet:
+            shown = columns("scale! configs seeds expected done failed pending")
+            print_rows(console, table, shown, f"tailwise experiment status: {name}", "verdict")
+            for row in table.itertuples(index=False):
+                if row.statement:
+                    console.print(f"{plain(row.scale)}: {plain(row.statement)}")
+
+
+@experiment_app.command("report", cls=_Command)
+def experiment_report(
+    names: Annotated[list[str], typer.Argument(help="Experiment names, or all")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML page to write")],
+    scale: Annotated[str, typer.Option(help="quick | full")] = "quick",
+    store: StoreOption = None,
+    quiet: Quiet = False,
+) -> None:
+    """One self-contained HTML page: claims, figures, tables, verdicts, commands
+    (tailwise.experiments.report)."""
+    console = make_console()
+    with _user_errors():
+        from tailwise.experiments import report
+
+        written = report(names if names != ["all"] else "all", out, store=store, scale=scale)
+        _wrote(console, quiet, written)
+
+
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
