@@ -22,7 +22,24 @@ both in place on a copy made beforehand (tailwise also traces the model for its 
 FLOPs before and after, the output layers and the rebuild edits). Torch-Pruning has no
 low-rank method, so the MLP rows have no peer.
 
+**Prune time** (the last table): ``prune_channels(model, 0.5, example, inplace=True)`` against
+Torch-Pruning's ``MetaPruner`` (as above) on CIFAR ResNet-20, ResNet-56 (He et al.'s 9 blocks
+per stage), VGG16 and DenseNet-40 (``tailwise.models``), best of ``--time-repeat`` runs each
+on a fresh copy (copies made untimed), both in the same run, with the forward passes each
+makes (calls of the model's ``forward``: Torch-Pruning traces once; tailwise adds one traced
+pass before pruning for its report -- output layers, FLOPs, output shapes -- and one after).
+
+**Low-rank pruning with an alpha allocation** (``--lowrank-alpha``): the ~100M-parameter stack
+of ``benchmarks/prune_large.py`` (8 blocks of q, k, v, o 1024 x 1024, 1024 -> 4096 -> 1024;
+heavy-tailed weights; ``--stack-blocks``) pruned at ratio 0.5 by layer-wise ratios from alpha,
+two ways in the same run: **separate** -- ``analyze`` (spectra), ``allocate(..., "alpha")``,
+then ``prune_lowrank`` (which decomposes every layer again for its eigenvectors), the last
+Linear layer left dense as ``prune`` leaves the output layer; **shared** -- ``prune(model,
+0.5, method="lowrank", allocation="alpha")``, whose analysis keeps each layer's Gram
+reduction for the factors. Both on copies made before the timers.
+
 Run: ``python benchmarks/prune_speedup.py [--quick] [--threads 1] [--batch 32] [--rounds 15]``
+``python benchmarks/prune_speedup.py --lowrank-alpha [--stack-blocks 8]`` (that table only)
 """
 
 from __future__ import annotations
@@ -49,7 +66,7 @@ from _common import (
     markdown_table,
     thread_report,
 )
-from tailwise.models import MLP, VGG, resnet18, resnet20
+from tailwise.models import MLP, VGG, ResNet, densenet40, resnet18, resnet20
 from tailwise.prune import PruneResult, layer_flops, prunable_layers, prune_channels, prune_lowrank
 
 TARGET_RATIO = 0.5
@@ -259,6 +276,130 @@ def run_channels(case: Case, args: argparse.Namespace) -> tuple[list[list[object
     return rows, verdicts
 
 
+def prune_time_cases(quick: bool, seed: int) -> list[tuple[str, Callable[[], nn.Module]]]:
+    builds: dict[str, Callable[[], nn.Module]] = {
+        "resnet20": resnet20,
+        "resnet56": lambda: ResNet((9, 9, 9), (16, 32, 64)),
+        "vgg16": lambda: VGG("vgg16"),
+        "densenet40": densenet40,
+    }
+    names = ["resnet20", "densenet40"] if quick else list(builds)
+    return [(name, seeded(builds[name], seed)) for name in names]
+
+
+def forward_calls(fn: Callable[[nn.Module], object], dense: nn.Module) -> int:
+    """Calls of the model's ``forward`` that ``fn`` makes on a fresh copy of ``dense``."""
+    work = copy.deepcopy(dense)
+    calls = [0]
+
+    def count(module: nn.Module, args: object) -> None:
+        calls[0] += 1
+
+    handle = work.register_forward_pre_hook(count)
+    try:
+        fn(work)
+    finally:
+        handle.remove()
+    return calls[0]
+
+
+def run_prune_times(args: argparse.Namespace) -> list[list[object]]:
+    rows = []
+    example = torch.randn(1, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32)
+    for name, build in prune_time_cases(args.quick, args.seed):
+        dense = build()
+
+        def tailwise(m: nn.Module) -> PruneResult:
+            return prune_channels(m, TARGET_RATIO, example, inplace=True)
+
+        def peer(m: nn.Module) -> nn.Module:
+            return prune_tp(m, example, TARGET_RATIO)
+
+        t_tw, res = timed_prune(tailwise, dense, args.time_repeat)
+        t_tp, tp_model = timed_prune(peer, dense, args.time_repeat)
+        assert isinstance(res, PruneResult) and isinstance(tp_model, nn.Module)
+        rows.append(
+            [
+                name,
+                f"{fmt_count(params(dense))} -> {fmt_count(params(res.model))}",
+                fmt_seconds(t_tw),
+                fmt_seconds(t_tp),
+                f"{t_tw / t_tp:.2f}",
+                forward_calls(tailwise, dense),
+                forward_calls(peer, dense),
+                same_model(res.model, tp_model, x),
+            ]
+        )
+    return rows
+
+
+def run_lowrank_alpha(args: argparse.Namespace) -> list[list[object]]:
+    """The separate and the shared way to prune the stack by alpha (module docstring)."""
+    from prune_large import make_heavy_tailed, stack_model
+    from tailwise.prune import allocate, prune
+    from tailwise.spectral.analyze import analyze
+
+    torch.manual_seed(args.seed)
+    model = stack_model(args.stack_blocks)
+    make_heavy_tailed(model, 3, args.seed)
+    names = list(prunable_layers(model))
+    head = names[-1]
+    exclude = rf"^{head.replace('.', '[.]')}[.]weight$"
+    analyze(nn.Linear(64, 32), progress=False)  # warm-up: lazy imports, thread pools
+
+    separate_copy, shared_copy = copy.deepcopy(model), copy.deepcopy(model)
+    start = time.perf_counter()
+    table = analyze(model, exclude=exclude, progress=False)
+    t_analyze = time.perf_counter() - start
+    start = time.perf_counter()
+    ratios = allocate(model, TARGET_RATIO, "alpha", analysis=table, exclude=exclude)
+    t_allocate = time.perf_counter() - start
+    start = time.perf_counter()
+    separate = prune_lowrank(separate_copy, ratios, exclude=exclude, inplace=True, progress=False)
+    t_factors = time.perf_counter() - start
+    start = time.perf_counter()
+    shared = prune(
+        shared_copy, TARGET_RATIO, method="lowrank", allocation="alpha", inplace=True,
+        progress=False,
+    )  # fmt: skip
+    t_shared = time.perf_counter() - start
+
+    ours = shared.report.set_index("layer")
+    theirs = separate.report.set_index("layer")
+    same_ranks = sum(ours.loc[n, "note"] == theirs.loc[n, "note"] for n in ratios)
+    ratio_gap = max(abs(ours.loc[n, "ratio"] - theirs.loc[n, "ratio"]) for n in ratios)
+    t_separate = t_analyze + t_allocate + t_factors
+    return [
+        [
+            f"stack x{args.stack_blocks} ({fmt_count(params(model))} params, {len(names)} Linear)",
+            fmt_seconds(t_analyze),
+            fmt_seconds(t_factors),
+            fmt_seconds(t_separate),
+            fmt_seconds(t_shared),
+            f"{t_separate / t_shared:.2f}x",
+            f"{same_ranks} / {len(ratios)}; max |ratio gap| {ratio_gap:.1e}",
+        ]
+    ]
+
+
+def print_lowrank_alpha(args: argparse.Namespace) -> None:
+    print(
+        f"\nLow-rank pruning by alpha, ratio {TARGET_RATIO}: separate (analyze + allocate + "
+        "prune_lowrank) vs shared (prune(..., method='lowrank', allocation='alpha'))\n"
+    )
+    header = [
+        "model",
+        "analyze",
+        "prune_lowrank",
+        "separate total",
+        "shared prune()",
+        "separate / shared",
+        "same ranks",
+    ]
+    print(markdown_table(header, run_lowrank_alpha(args)))
+
+
 def run_lowrank(case: Case, args: argparse.Namespace) -> tuple[list[list[object]], list[Verdict]]:
     dense = case.build()
     x = torch.randn(case.batch, *case.sample)
@@ -301,6 +442,24 @@ def run_lowrank(case: Case, args: argparse.Namespace) -> tuple[list[list[object]
     return rows, verdicts
 
 
+def print_prune_times(args: argparse.Namespace) -> None:
+    print(
+        f"\nPrune time at ratio {TARGET_RATIO} (prune_channels with its report vs Torch-Pruning "
+        f"MetaPruner; best of {args.time_repeat}, same run)\n"
+    )
+    header = [
+        "model",
+        "params",
+        "prune tw",
+        "prune TP",
+        "tw / TP",
+        "forwards tw",
+        "forwards TP",
+        "same as TP",
+    ]
+    print(markdown_table(header, run_prune_times(args)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -315,6 +474,16 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=15, help="timing rounds per model")
     parser.add_argument("--prune-repeat", type=int, default=2, help="best of r prune times")
+    parser.add_argument(
+        "--time-repeat", type=int, default=5, help="best of r for the prune-time table"
+    )
+    parser.add_argument(
+        "--prune-time-only", action="store_true", help="only the prune-time table (about 1 min)"
+    )
+    parser.add_argument(
+        "--lowrank-alpha", action="store_true", help="only the low-rank-by-alpha table"
+    )
+    parser.add_argument("--stack-blocks", type=int, default=8, help="blocks of the stack model")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     ratios = (0.3, 0.5, 0.7)
@@ -332,6 +501,15 @@ def main() -> None:
         f"CNN batch {args.batch}, MLP batch {args.mlp_batch}; {args.rounds} shuffled rounds after "
         f"2 warm-up calls per model; prune times best of {args.prune_repeat}\n"
     )
+
+    if args.lowrank_alpha:
+        print_lowrank_alpha(args)
+        print(f"\n{machine_header()} (after the run; {time.perf_counter() - start:.0f} s)")
+        return
+    if args.prune_time_only:
+        print_prune_times(args)
+        print(f"\n{machine_header()} (after the run; {time.perf_counter() - start:.0f} s)")
+        return
 
     rows, verdicts = [], []
     for case in cnn_cases(args.quick, ratios, args.batch, args.seed):
@@ -384,6 +562,8 @@ def main() -> None:
         "prune tw",
     ]
     print(markdown_table(header, rows))
+
+    print_prune_times(args)
 
     print(f"\nTarget: speed-up >= {TARGET_EFFICIENCY:.0%} of the FLOPs limit at {TARGET_RATIO:.0%}")
     for v in verdicts:

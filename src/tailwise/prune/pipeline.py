@@ -26,7 +26,7 @@ from tailwise.prune.allocate import (
     metric_columns_of,
 )
 from tailwise.prune.layers import check_ratio, prunable_layers
-from tailwise.prune.lowrank import LowRankPruner
+from tailwise.prune.lowrank import GramSpectrum, LowRankPruner, lowrank_analysis
 from tailwise.prune.report import PruneResult
 from tailwise.prune.runner import ExampleInputs, Pruner, run_pruner
 from tailwise.prune.structured import (
@@ -73,11 +73,12 @@ def _pruner(
     example_inputs: ExampleInputs | None,
     original: nn.Module,
     keep: list[str],
+    spectra: dict[str, GramSpectrum],
 ) -> Pruner:
     makers: dict[PruneMethod, Callable[[], Pruner]] = {
         PruneMethod.MAGNITUDE: lambda: MagnitudePruner(center=center),
         PruneMethod.GLOBAL_MAGNITUDE: lambda: GlobalMagnitudePruner(center=center, keep=keep),
-        PruneMethod.LOWRANK: LowRankPruner,
+        PruneMethod.LOWRANK: lambda: LowRankPruner(spectra),
         PruneMethod.NODE: NodePruner,
         PruneMethod.CHANNEL: lambda: ChannelPruner(
             example_inputs,  # type: ignore[arg-type]  # checked by prune()
@@ -207,7 +208,13 @@ def prune(
             + (f" outside exclude={exclude!r}" if exclude is not None else "")
         )
     budget_exclude = _joined(exclude, outputs)
-    pruner = _pruner(chosen, center, example_inputs, model, outputs)
+    spectra: dict[str, GramSpectrum] = {}
+    if chosen is PruneMethod.LOWRANK and analysis is None and parsed.column is not None:
+        # One Gram decomposition per layer serves the spectra and the factors (issue 13).
+        analysis, spectra = lowrank_analysis(
+            model, list(prunable_layers(model, include=include, exclude=budget_exclude))
+        )
+    pruner = _pruner(chosen, center, example_inputs, model, outputs, spectra)
 
     curve = (
         allocation_curve(

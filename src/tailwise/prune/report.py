@@ -6,7 +6,8 @@ change the architecture, the module edits needed to rebuild it
 (:func:`tailwise.prune.load_pruned`).
 
 FLOPs are counted as 2 x multiply-accumulates of the Linear and Conv layers for one forward
-pass over ``example_inputs`` (bias additions, norms and activations are not counted; they are
+pass over ``example_inputs`` (:func:`trace_forward`, which also gives the output shapes and the
+output layers from the same pass) (bias additions, norms and activations are not counted; they are
 a few percent of a CNN's work). A masked (unstructured / node / kernel) layer's FLOPs after pruning
 count the MACs of its kept weights: what a sparse kernel would need, not what dense PyTorch
 does (dense PyTorch runs a masked layer at full cost).
@@ -14,7 +15,7 @@ does (dense PyTorch runs a masked layer at full cost).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -23,19 +24,23 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from tailwise._modules import as_args
 from tailwise.prune.layers import REBUILD_ATTR, RebuildInfo, layer_weight, merge_edits
 from tailwise.weights import module_kind
 
 __all__ = [
     "REPORT_COLUMNS",
+    "ForwardTrace",
     "LayerReport",
     "PruneResult",
     "dense_flops",
     "finalize",
+    "flatten_tensors",
     "layer_flops",
     "layer_kind",
     "make_report",
     "report_totals",
+    "trace_forward",
     "weight_params",
 ]
 
@@ -126,23 +131,136 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, kinds)]
 
 
+def flatten_tensors(value: Any) -> list[Tensor]:
+    """The tensors of a forward's output (a tensor, or tuples / lists / dicts of them), in order.
+
+    >>> [t.shape for t in flatten_tensors((torch.zeros(2), {"a": [torch.ones(1, 3)]}, 7))]
+    [torch.Size([2]), torch.Size([1, 3])]
+    """
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in flatten_tensors(v)]
+    if isinstance(value, list | tuple):
+        return [t for v in value for t in flatten_tensors(v)]
+    return []
+
+
+@dataclass(frozen=True)
+class ForwardTrace:
+    """What one forward pass of a model over example inputs showed (:func:`trace_forward`).
+
+    ``output_shapes``: shapes of the model's output tensors (:func:`flatten_tensors` order);
+    ``flops``: layer name -> FLOPs (2 x MACs) of its Linear/Conv work in the pass (module
+    docstring); ``output_layers``: the layers whose output reaches a model output without
+    passing through another of the layers, sorted (empty unless asked for).
+    """
+
+    output_shapes: list[torch.Size]
+    flops: dict[str, int]
+    output_layers: list[str]
+
+
 @contextmanager
-def _recording(layers: Mapping[str, nn.Module]) -> Iterator[dict[str, list[int]]]:
-    """Record the output numel of every call of ``layers`` (a module may be called twice)."""
-    seen: dict[str, list[int]] = {name: [] for name in layers}
+def _hooks(modules: Mapping[str, nn.Module], record: Callable[[str, Any], None]) -> Iterator[None]:
+    """``record(name, output)`` after every call of each of ``modules`` (removed on exit)."""
     handles = []
-    for name, module in layers.items():
+    for name, module in modules.items():
 
         def hook(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
-            if isinstance(out, Tensor):
-                seen[name].append(out.numel())
+            record(name, out)
 
         handles.append(module.register_forward_hook(hook))
     try:
-        yield seen
+        yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _reaching_outputs(outputs: list[Tensor], produced: list[tuple[str, Tensor]]) -> list[str]:
+    """Names among ``produced`` (layer, output tensor) whose tensor reaches one of ``outputs``
+    without passing through another produced tensor: by identity, then back through the
+    autograd graph from the outputs (stopping at the first producing layer on each path)."""
+    found = {name for name, tensor in produced if any(tensor is out for out in outputs)}
+    owner = {t.grad_fn: name for name, t in produced if t.grad_fn is not None}
+    stack = [out.grad_fn for out in outputs if out.grad_fn is not None]
+    seen: set[Any] = set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node in owner:
+            found.add(owner[node])
+            continue
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    return sorted(found)
+
+
+def trace_forward(
+    model: nn.Module,
+    example_inputs: Tensor | tuple[Any, ...],
+    layers: Mapping[str, nn.Module],
+    *,
+    find_output_layers: bool = False,
+) -> ForwardTrace:
+    """One forward pass of ``model`` over ``example_inputs`` with hooks on ``layers``: the
+    output shapes, each layer's FLOPs and, with ``find_output_layers``, the output layers.
+
+    Everything a pruning report needs from the model before (or after) pruning, from one pass.
+    FLOPs: every output element of a Linear costs ``in_features`` MACs and of a convolution
+    ``in_channels / groups * prod(kernel_size)``; a layer replaced by a factorized pair
+    (:func:`tailwise.prune.prune_lowrank`) counts both factors; a layer never called gets 0,
+    one called twice counts twice. Output layers: the layers whose output reaches a model
+    output without passing through another of ``layers`` (the classifier, also when a
+    ``log_softmax`` or a reshape follows it), found by walking the autograd graph back from
+    the outputs, so that pass runs with gradients enabled (otherwise under
+    ``torch.no_grad``). The model runs in eval mode; its train/eval flag is restored.
+
+    >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> trace = trace_forward(model, torch.zeros(5, 4), {"0": model[0], "2": model[2]},
+    ...                       find_output_layers=True)
+    >>> trace.output_shapes, trace.flops, trace.output_layers
+    ([torch.Size([5, 2])], {'0': 120, '2': 60}, ['2'])
+    """
+    owners = {name: _leaves(module) for name, module in layers.items()}
+    leaves = {f"{name}/{i}": leaf for name, found in owners.items() for i, leaf in enumerate(found)}
+    numels: dict[str, list[int]] = {name: [] for name in leaves}
+    # Keep the produced tensors alive: ids of freed intermediates are reused by later ones.
+    produced: list[tuple[str, Tensor]] = []
+
+    def count(name: str, out: Any) -> None:
+        if isinstance(out, Tensor):
+            numels[name].append(out.numel())
+
+    def keep(name: str, out: Any) -> None:
+        produced.extend((name, tensor) for tensor in flatten_tensors(out))
+
+    was_training = model.training
+    model.eval()
+    try:
+        with (
+            _hooks(leaves, count),
+            _hooks(layers if find_output_layers else {}, keep),
+            torch.enable_grad() if find_output_layers else torch.no_grad(),
+        ):
+            outputs = flatten_tensors(model(*as_args(example_inputs)))
+    finally:
+        model.train(was_training)
+    flops: dict[str, int] = {}
+    for name, found in owners.items():
+        total = 0
+        for i, leaf in enumerate(found):
+            weight = layer_weight(leaf)
+            per_output = weight[0].numel() if weight.ndim > 2 else weight.shape[1]
+            total += sum(numels[f"{name}/{i}"]) * per_output
+        flops[name] = round(2 * total)
+    return ForwardTrace(
+        output_shapes=[t.shape for t in outputs],
+        flops=flops,
+        output_layers=_reaching_outputs(outputs, produced) if find_output_layers else [],
+    )
 
 
 def layer_flops(
@@ -156,31 +274,14 @@ def layer_flops(
     ``in_channels / groups * prod(kernel_size)`` MACs. A layer replaced by a factorized pair
     (:func:`tailwise.prune.prune_lowrank`) counts both factors. ``example_inputs``: a tensor or
     a tuple of positional arguments. The model runs in eval mode under ``torch.no_grad`` (its
-    train/eval flag is restored). A layer that is never called gets 0.
+    train/eval flag is restored). A layer that is never called gets 0. (The ``flops`` of
+    :func:`trace_forward`.)
 
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 16, 10))
     >>> layer_flops(model, torch.zeros(1, 3, 4, 4), {"0": model[0], "2": model[2]})
     {'0': 6912, '2': 2560}
     """
-    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    owners = {name: _leaves(module) for name, module in layers.items()}
-    leaves = {f"{name}/{i}": leaf for name, found in owners.items() for i, leaf in enumerate(found)}
-    was_training = model.training
-    model.eval()
-    try:
-        with _recording(leaves) as seen, torch.no_grad():
-            model(*args)
-    finally:
-        model.train(was_training)
-    flops: dict[str, int] = {}
-    for name, found in owners.items():
-        total = 0
-        for i, leaf in enumerate(found):
-            weight = layer_weight(leaf)
-            per_output = weight[0].numel() if weight.ndim > 2 else weight.shape[1]
-            total += sum(seen[f"{name}/{i}"]) * per_output
-        flops[name] = round(2 * total)
-    return flops
+    return trace_forward(model, example_inputs, layers).flops
 
 
 def dense_flops(module: nn.Module) -> float:

@@ -30,10 +30,11 @@ from tailwise._modules import as_args
 from tailwise.prune.layers import layer_weight, prunable_layers
 from tailwise.prune.rebuild import changed_modules, structure_specs
 from tailwise.prune.report import (
+    ForwardTrace,
     LayerReport,
     PruneResult,
-    layer_flops,
     layer_kind,
+    trace_forward,
     weight_params,
 )
 from tailwise.prune.runner import Edits, ExampleInputs, MaskPruner, Pruner, run_pruner
@@ -114,16 +115,6 @@ def prune_nodes(
     )
 
 
-def _flatten_tensors(value: Any) -> list[Tensor]:
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, Mapping):
-        return [t for v in value.values() for t in _flatten_tensors(v)]
-    if isinstance(value, list | tuple):
-        return [t for v in value for t in _flatten_tensors(v)]
-    return []
-
-
 def output_layers(
     model: nn.Module, example_inputs: Tensor | tuple[Any, ...], layers: Mapping[str, nn.Module]
 ) -> list[str]:
@@ -134,37 +125,14 @@ def output_layers(
     Their output channels are the model's outputs (e.g. class logits), so channel pruning
     must leave them alone. Found in one forward pass over ``example_inputs`` by walking the
     autograd graph back from the outputs (by tensor identity when no parameter requires
-    gradients).
+    gradients): the ``output_layers`` of :func:`~tailwise.prune.report.trace_forward`.
+
+    >>> from tailwise.models import MLP
+    >>> net = MLP(8, [4], 2)
+    >>> output_layers(net, torch.zeros(1, 8), dict(net.layers.named_children()))
+    ['1']
     """
-    # Keep the produced tensors alive: ids of freed intermediates are reused by later ones.
-    produced: list[tuple[str, Tensor]] = []
-    handles = []
-    for name, module in layers.items():
-
-        def hook(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
-            produced.extend((name, tensor) for tensor in _flatten_tensors(out))
-
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.enable_grad():
-            outputs = _flatten_tensors(model(*as_args(example_inputs)))
-    finally:
-        for handle in handles:
-            handle.remove()
-    found = {name for name, tensor in produced if any(tensor is out for out in outputs)}
-    owner = {t.grad_fn: name for name, t in produced if t.grad_fn is not None}
-    stack = [out.grad_fn for out in outputs if out.grad_fn is not None]
-    seen: set[Any] = set()
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        if node in owner:
-            found.add(owner[node])
-            continue
-        stack.extend(child for child, _ in node.next_functions if child is not None)
-    return sorted(found)
+    return trace_forward(model, example_inputs, layers, find_output_layers=True).output_layers
 
 
 def _importance(kind: str) -> tp.importance.Importance:
@@ -268,7 +236,10 @@ class ChannelPruner(Pruner):
         was_training = model.training
         model.eval()
         try:
-            outputs = output_layers(model, inputs, everything)
+            # One traced pass before pruning (output layers, FLOPs, output shapes) and one
+            # after (FLOPs, output shapes; it also checks that the pruned model runs).
+            traced = trace_forward(model, inputs, everything, find_output_layers=True)
+            outputs = traced.output_layers
             protected = set(outputs) | set(self.ignored)
             if self.dict_ratios:
                 named = sorted(n for n in protected if ratios.get(n, 0.0) > 0)
@@ -281,16 +252,13 @@ class ChannelPruner(Pruner):
                     raise UsageError(f"cannot remove output channels of {named}: {why}")
             before = _layer_state(everything)
             specs_before = structure_specs(model)
-            flops_before = layer_flops(model, inputs, everything)
-            out_shapes = [t.shape for t in _outputs(model, inputs)]
-            self._prune_graph(model, everything, ratios, protected)
-            new_shapes = [t.shape for t in _outputs(model, inputs)]
-            if new_shapes != out_shapes:
+            after = self._prune_graph(model, everything, ratios, protected) or traced
+            if after.output_shapes != traced.output_shapes:
                 raise UsageError(
-                    f"channel pruning changed the model's output shape {out_shapes} -> "
-                    f"{new_shapes}; exclude or ignore the layer that produces the output"
+                    f"channel pruning changed the model's output shape {traced.output_shapes} "
+                    f"-> {after.output_shapes}; exclude or ignore the layer that produces the "
+                    "output"
                 )
-            flops_after = layer_flops(model, inputs, everything)
             edits = changed_modules(specs_before, model)
         finally:
             model.train(was_training)
@@ -298,7 +266,7 @@ class ChannelPruner(Pruner):
         for name, module in everything.items():
             n0, c0, norm0, params0 = before[name]
             weight = layer_weight(module).detach()
-            norm1 = float(torch.linalg.vector_norm(weight.to(torch.float64))) ** 2
+            norm1 = float(torch.linalg.vector_norm(weight, dtype=torch.float64)) ** 2
             note = ""
             c1 = _channels(module)
             if c1 != c0 or weight.shape[1] * weight[0, 0].numel() != n0 // c0:
@@ -317,8 +285,8 @@ class ChannelPruner(Pruner):
                     achieved=1.0 - weight.numel() / n0,
                     params_before=params0,
                     params_after=weight_params(module),
-                    flops_before=float(flops_before[name]),
-                    flops_after=float(flops_after[name]),
+                    flops_before=float(traced.flops[name]),
+                    flops_after=float(after.flops[name]),
                     # The kept weights are a sub-array of W: ||W - W'||^2 = ||W||^2 - ||W'||^2.
                     rel_error=math.sqrt(max(0.0, 1.0 - norm1 / norm0)) if norm0 > 0 else 0.0,
                     note=note,
@@ -332,7 +300,9 @@ class ChannelPruner(Pruner):
         layers: Mapping[str, nn.Module],
         ratios: Mapping[str, float],
         protected: set[str],
-    ) -> None:
+    ) -> ForwardTrace | None:
+        """Prune the graph in place; the traced forward pass of the pruned model (None when
+        nothing was pruned: the model is unchanged)."""
         round_to = self.round_to
         pruning = {
             layers[name]: _clamped(r, _channels(layers[name]), round_to)
@@ -340,7 +310,7 @@ class ChannelPruner(Pruner):
             if r > 0 and name not in protected and _channels(layers[name]) > (round_to or 1)
         }
         if not pruning:
-            return
+            return None
         protected_modules = [layers[name] for name in sorted(protected)]
         try:
             _meta_prune(
@@ -348,7 +318,7 @@ class ChannelPruner(Pruner):
             )
             # A forward pass that breaks after pruning (e.g. a hard-coded reshape) is a
             # failure of the same kind: a dependency the graph did not see.
-            _outputs(model, self.example_inputs)
+            return trace_forward(model, self.example_inputs, layers)
         except Exception as exc:  # Torch-Pruning raises many types while tracing
             culprit = (
                 _failing_layer(self.original, self.example_inputs, ratios, protected)
@@ -423,8 +393,8 @@ def _make_permanent(model: nn.Module) -> None:
 
 def _zero_channels(module: nn.Module, tol: float) -> list[int]:
     """Output channels of ``module`` whose weights (bias excluded) have l2 norm < ``tol``."""
-    weight = layer_weight(module).detach().to(torch.float64)
-    norms = torch.linalg.vector_norm(weight.flatten(1), dim=1)  # (out,)
+    weight = layer_weight(module).detach()
+    norms = torch.linalg.vector_norm(weight.flatten(1), dim=1, dtype=torch.float64)  # (out,)
     return [int(i) for i in torch.nonzero(norms < tol).flatten()]
 
 
@@ -471,10 +441,12 @@ class ZeroChannelPruner(ChannelPruner):
         layers: Mapping[str, nn.Module],
         ratios: Mapping[str, float],
         protected: set[str],
-    ) -> None:
+    ) -> ForwardTrace | None:
         if not any(r > 0 for name, r in ratios.items() if name not in protected):
-            return
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=self.example_inputs)
+            return None
+        graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=as_args(self.example_inputs)
+        )
         kept = {layers[name] for name in protected}
         for name, r in ratios.items():
             if r <= 0 or name in protected:
@@ -493,7 +465,7 @@ class ZeroChannelPruner(ChannelPruner):
                 group = graph.get_pruning_group(module, prune_fn, removable)
                 if graph.check_pruning_group(group):
                     group.prune()
-        _outputs(model, self.example_inputs)
+        return trace_forward(model, self.example_inputs, layers)
 
 
 def _removable(graph: Any, group: Any, kept: set[nn.Module], tol: float) -> list[int]:
@@ -525,7 +497,9 @@ def _meta_prune(
 ) -> None:
     pruner = tp.pruner.MetaPruner(
         model,
-        example_inputs,
+        # A tuple of positional arguments: given a tensor, Torch-Pruning first calls
+        # model(*tensor), a wasted (or, for a model that accepts unbatched input, wrong) pass.
+        as_args(example_inputs),
         importance=_importance(importance),
         pruning_ratio=0.0,
         pruning_ratio_dict=pruning,
@@ -581,11 +555,6 @@ def _layer_state(layers: Mapping[str, nn.Module]) -> dict[str, tuple[int, int, f
     state = {}
     for name, module in layers.items():
         weight = layer_weight(module).detach()
-        norm = float(torch.linalg.vector_norm(weight.to(torch.float64))) ** 2
+        norm = float(torch.linalg.vector_norm(weight, dtype=torch.float64)) ** 2
         state[name] = (weight.numel(), _channels(module), norm, weight_params(module))
     return state
-
-
-def _outputs(model: nn.Module, example_inputs: Tensor | tuple[Any, ...]) -> list[Tensor]:
-    with torch.no_grad():
-        return _flatten_tensors(model(*as_args(example_inputs)))
