@@ -109,7 +109,9 @@ def net() -> Net:
 
 @pytest.fixture(scope="module")
 def net_table(net: Net) -> pd.DataFrame:
-    return run(net, keep_evals=True)
+    # float64: these tests compare with float64 oracles to 1e-9 and below; the default
+    # precision="auto" is compared with this table in tests/spectral/test_precision.py.
+    return run(net, keep_evals=True, precision="float64")
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ def test_log_frobenius_norm_is_the_log_of_the_stored_frobenius_norm(
 def test_conv_slices_gives_one_row_per_kernel_position() -> None:
     torch.manual_seed(1)
     conv = nn.Conv2d(8, 16, (3, 2), bias=False)
-    df = run(conv, conv="slices", keep_evals=True)
+    df = run(conv, conv="slices", keep_evals=True, precision="float64")
     names = [f"weight[{i},{j}]" for i in range(3) for j in range(2)]
     assert df["name"].tolist() == names
     assert (df["status"] == "ok").all()
@@ -250,7 +252,7 @@ def test_conv_slices_gives_one_row_per_kernel_position() -> None:
         expected = 3.0 * eigenvalues_of(conv.weight[:, :, i, j])
         np.testing.assert_allclose(df.attrs["esd"][name], expected, rtol=1e-9)
 
-    pooled = run(conv, keep_evals=True)
+    pooled = run(conv, keep_evals=True, precision="float64")
     assert pooled["name"].tolist() == ["weight"] and pooled.loc[0, "num_evals"] == 48
     every_slice = np.concatenate([df.attrs["esd"][name] for name in names])
     # Pooled: all slices' eigenvalues together, halved (weights times sqrt(1/2)).
@@ -258,7 +260,7 @@ def test_conv_slices_gives_one_row_per_kernel_position() -> None:
         pooled.attrs["esd"]["weight"], np.sort(every_slice / 6.0), rtol=1e-9, atol=1e-15
     )
 
-    flat = run(conv, conv="flatten", keep_evals=True)
+    flat = run(conv, conv="flatten", keep_evals=True, precision="float64")
     assert tuple(flat.loc[0, ["N", "M", "rf"]]) == (48, 16, 1)
     np.testing.assert_allclose(
         flat.attrs["esd"]["weight"], eigenvalues_of(conv.weight.reshape(16, 48)), rtol=1e-9
@@ -329,7 +331,7 @@ def test_keep_evals(net: Net, net_table: pd.DataFrame) -> None:
 
 def test_normalize_n_and_svd_method(net: Net, net_table: pd.DataFrame) -> None:
     base = net_table.set_index("name").loc["fc.weight"]
-    scaled = run(net, include="fc.weight", normalize="N").iloc[0]
+    scaled = run(net, include="fc.weight", normalize="N", precision="float64").iloc[0]
     # X = W^T W / N (source 000): log norms shift by log10 N = log10 60, alpha unchanged.
     assert scaled["log_norm"] == pytest.approx(base["log_norm"] - math.log10(60), rel=1e-12)
     assert scaled["alpha"] == pytest.approx(base["alpha"], rel=1e-9)
@@ -340,7 +342,7 @@ def test_normalize_n_and_svd_method(net: Net, net_table: pd.DataFrame) -> None:
 
 
 def test_fit_median_is_the_hill_estimator(net: Net, net_table: pd.DataFrame) -> None:
-    row = run(net, include="fc.weight", fit="median").iloc[0]
+    row = run(net, include="fc.weight", fit="median", precision="float64").iloc[0]
     lam = net_table.attrs["esd"]["fc.weight"]
     i = lam.size // 2
     k = lam.size - i

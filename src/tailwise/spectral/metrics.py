@@ -130,9 +130,28 @@ def fit_marchenko_pastur(
     if lam.size == 0 or not np.isfinite(lam).all() or lam.sum() <= 0:
         return MarchenkoPasturFit(math.nan, math.nan, 0, math.nan)
     x = np.sort(lam) * (lam.size / lam.sum())
+    sigma2, edge, inside, _ = _bulk_iterations(x, q, m, max_iter)
+    return MarchenkoPasturFit(
+        sigma=math.sqrt(sigma2),
+        lambda_plus=edge,
+        num_spikes=int(x.size - inside),
+        softrank=edge / float(x[-1]),
+    )
+
+
+def _bulk_iterations(
+    x: FloatArray, q: float, m: int, max_iter: int
+) -> tuple[float, float, int, list[float]]:
+    """The spike-removal iteration of :func:`fit_marchenko_pastur` on sorted mean-1 values.
+
+    Returns sigma^2, the bulk edge, the number of values inside the bulk, and the cut of
+    every step (a value on the other side of any of them would change the fit: the float32
+    check of :mod:`tailwise.spectral.precision` needs them).
+    """
     inside = x.size
     sigma2 = 1.0
     edge = math.nan
+    cuts: list[float] = []
     for _ in range(max_iter):
         bulk_mean = float(x[:inside].mean())
         if bulk_mean <= 0:
@@ -141,17 +160,12 @@ def fit_marchenko_pastur(
         sigma2 = bulk_mean
         edge = marchenko_pastur_edges(q, math.sqrt(sigma2))[1]
         cut = edge + TRACY_WIDOM_99 * tracy_widom_scale(q, m, math.sqrt(sigma2))
+        cuts.append(cut)
         new_inside = int(np.searchsorted(x, cut, side="right"))
         if new_inside == inside or new_inside == 0:
             break
         inside = new_inside
-    sigma = math.sqrt(sigma2)
-    return MarchenkoPasturFit(
-        sigma=sigma,
-        lambda_plus=edge,
-        num_spikes=int(x.size - inside),
-        softrank=edge / float(x[-1]),
-    )
+    return sigma2, edge, inside, cuts
 
 
 def spectral_distance(evals: ArrayLike, other: ArrayLike, bins: int | None = None) -> float:
@@ -168,15 +182,9 @@ def spectral_distance(evals: ArrayLike, other: ArrayLike, bins: int | None = Non
     """
     a = np.asarray(evals, dtype=np.float64).reshape(-1)
     b = np.asarray(other, dtype=np.float64).reshape(-1)
-    if a.size == 0 or b.size == 0:
+    edges = _log_bin_edges(a, b, bins)
+    if edges is None:
         return math.nan
-    positive = np.concatenate([a[a > 0], b[b > 0]])
-    if positive.size == 0:
-        return math.nan
-    if bins is None:
-        bins = int(np.clip(math.sqrt(min(a.size, b.size)), 10, 100))
-    lo, hi = np.log10(positive.min()), np.log10(positive.max())
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
 
     def histogram(values: FloatArray) -> FloatArray:
         pos = values[values > 0]
@@ -184,3 +192,17 @@ def spectral_distance(evals: ArrayLike, other: ArrayLike, bins: int | None = Non
         return np.append(counts, float(values.size - pos.size)) / values.size
 
     return float(jensenshannon(histogram(a), histogram(b), base=2))
+
+
+def _log_bin_edges(a: FloatArray, b: FloatArray, bins: int | None) -> FloatArray | None:
+    """The log10 bin edges :func:`spectral_distance` uses for spectra ``a`` and ``b`` (None
+    when either is empty or neither has a positive value)."""
+    if a.size == 0 or b.size == 0:
+        return None
+    positive = np.concatenate([a[a > 0], b[b > 0]])
+    if positive.size == 0:
+        return None
+    if bins is None:
+        bins = int(np.clip(math.sqrt(min(a.size, b.size)), 10, 100))
+    lo, hi = np.log10(positive.min()), np.log10(positive.max())
+    return np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)

@@ -351,6 +351,49 @@ def _ks_branch_and_bound(
     return d
 
 
+# First-order bound on the change of a candidate's KS distance when every value moves by at
+# most delta (see _ks_minimum_is_stable): |dD_j| <= KS_SLACK * (alpha_j - 1) * delta / x_j.
+KS_SLACK = 2.0 * (1.0 + math.exp(-1.0))
+
+
+def _ks_minimum_is_stable(x: FloatArray, start: int, delta: float) -> bool:
+    """Whether the KS-optimal xmin ``x[start]`` (untruncated fit over all of ``x``) remains
+    the minimiser when every value of ``x`` moves by at most ``delta``.
+
+    For a candidate x_j with exponent t_j = alpha_j - 1, P_j(x) = 1 - exp(-t_j z),
+    z = ln(x / x_j): z moves by at most 2 delta / x_j, t_j by at most t_j^2 2 delta / x_j
+    (the MLE t = n / sum z), and z exp(-t z) <= 1 / (e t), so the fitted CDF, hence D_j,
+    moves by at most ``KS_SLACK * t_j * delta / x_j`` (first order; the empirical CDF does
+    not move while no two values come within 2 delta, which the caller checks). Stable when
+    every other candidate keeps D_j - slack_j > D_best + slack_best; decided with the
+    branch-and-bound bounds of the fit itself, exactly for the candidates they do not rule
+    out.
+    """
+    tail = _Tail(x)
+    end = x.size
+    u_end = int(np.searchsorted(tail.first, end))
+    ks = np.arange(u_end - 1)
+    cand = tail.first[ks].astype(np.int64)
+    t = _mle_exponent(tail, cand, end, None)
+    valid = np.isfinite(t) & (t > 0)
+    cand, t = cand[valid], t[valid]
+    best = np.flatnonzero(cand == start)
+    if best.size != 1:
+        return False
+    b = int(best[0])
+    slack = KS_SLACK * t * delta / x[cand]
+    d_best = float(_exact_ks(tail, cand[b : b + 1], t[b : b + 1], end, None)[0])
+    limit = d_best + slack[b] + slack  # candidate j could win if its D_j <= limit_j
+    alive = np.delete(np.arange(cand.size), b)
+    step = int(math.sqrt(max(u_end - 1, 1)))
+    while step >= 4 and alive.size > 256:
+        lower = _ks_lower_bound(tail, cand[alive], t[alive], end, None, step)
+        alive = alive[lower <= limit[alive]]
+        step //= 4
+    d = _exact_ks(tail, cand[alive], t[alive], end, None)
+    return bool(np.all(d > limit[alive]))
+
+
 def _fit_fixed(tail_values: FloatArray, xmin: float, xmax: float | None) -> PowerLawFit:
     """MLE fit of ``tail_values`` (sorted, all >= xmin, <= xmax) with a given ``xmin``."""
     n = int(tail_values.size)
