@@ -171,6 +171,13 @@ def analyze(
     device: Annotated[
         str | None, typer.Option(help="Torch device for the spectra, e.g. cuda")
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Gram matrix arithmetic: float64 | float32 | auto (float32 where it provably "
+            "moves no column beyond 1e-4)"
+        ),
+    ] = "float64",
     trust_pickle: TrustPickle = False,
     columns: Columns = None,
     quiet: Quiet = False,
@@ -198,6 +205,7 @@ def analyze(
             normalize=normalize,
             rand_distance=rand_distance,
             device=device,
+            precision=precision,
             keep_evals=report is not None,
             trust_pickle=trust_pickle,
             progress=not quiet,
