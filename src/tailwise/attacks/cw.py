@@ -89,10 +89,11 @@ def cw_l2(
     1)`` steps each example's progress is checked, its best adversarial distance once it
     has one, its lowest objective before; after two checks in a row without a relative
     improvement of 1e-4 the example is finished and leaves the batch (its best iterate
-    stays); the attack ends when none is left. The examples still running get exactly the iterates they would get without the
-    abort (each is optimized on its own), so the abort only saves the forward and backward
-    passes of converged examples. torchattacks instead compares the *batch's* summed loss,
-    which rises while the distances grow, and stops the whole batch after a few steps.
+    stays); the attack ends when none is left. The examples still running get exactly the
+    iterates they would get without the abort (each is optimized on its own), so the abort
+    only saves the forward and backward passes of converged examples. torchattacks instead
+    compares the *batch's* summed loss, which rises while the distances grow, and stops the
+    whole batch after a few steps.
 
     Args:
         model: maps inputs (N, ...) to logits (N, C).
