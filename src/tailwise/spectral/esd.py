@@ -26,9 +26,10 @@ Precision of the Gram matrix (``precision=``, REFERENCES §1):
   float32 weights), eigenvalues still in float64. The float32 eigensolver is not used: its
   error, ~ sqrt(M) * eps32 * lambda_max (measured up to 300 eps32 * lambda_max at M = 2048),
   dominates, while the float32 Gram matrix is accurate to about one float32 unit of
-  lambda_max (measured: at most 6 eps32 * lambda_max, 0.6 for the null space of low-rank
-  matrices). Eigenvalues at or below ``FLOAT32_FLOOR * eps32 * lambda_max`` are rounding, not
-  data: they are set to 0, so the rank, rank loss and entropy never count them.
+  lambda_max (measured: at most 10 eps32 * lambda_max, at the top of heavy-tailed spectra;
+  0.6 in the null space of low-rank matrices). Eigenvalues at or below
+  ``FLOAT32_FLOOR * eps32 * lambda_max`` are rounding, not data: they are set to 0, so the
+  rank, rank loss and entropy never count them.
 * ``"auto"``: float32 for matrices with N >= ``AUTO_MIN_Q`` M whose eigenvalues all lie
   above that floor (the rank and rank loss are then those of float64), float64 otherwise.
   :func:`tailwise.analyze` adds a check of every column on top
@@ -103,8 +104,9 @@ class Precision(str, enum.Enum):
 
 
 #: Eigenvalues of a float32 Gram matrix at or below ``FLOAT32_FLOOR * eps32 * lambda_max`` are
-#: not data (2.7x the largest error measured anywhere in a spectrum, 25x that of the null
-#: space of low-rank matrices; ``benchmarks/analyze_vs_weightwatcher.py`` prints the errors).
+#: not data (1.6x the largest error measured anywhere in a spectrum, 9.8 at the top of a
+#: heavy-tailed one; 25x that of the null space of low-rank matrices, 0.6;
+#: ``benchmarks/analyze_vs_weightwatcher.py --calibrate`` prints the errors).
 FLOAT32_FLOOR = 16.0
 _EPS32 = float(np.finfo(np.float32).eps)
 
