@@ -560,6 +560,7 @@ def hessian(
         bool | None,
         typer.Option(
             "--retain-graph/--no-retain-graph",
+            metavar="",
             help="Keep each batch's gradient graph for the products (default: automatic, "
             "when small against memory)",
         ),
