@@ -85,6 +85,7 @@ def test_experiment_validates_its_declaration() -> None:
         ({"grids": {"quick": []}}, "non-empty"),
         ({"grids": {"quick": [{"x": 1}, {"x": 1}]}}, "repeats the config"),
         ({"grids": {"quick": [{"not an id": 1}]}}, "identifiers"),
+        ({"grids": {"quick": [{"error": 0.1}]}}, r"\['error'\] are names of record columns"),
         ({"seeds": 0}, "seeds must be an int >= 1"),
     ]
     for changes, message in bad:

@@ -31,7 +31,7 @@ def test_rerun_skips_done_trials_and_adds_new_seeds(tmp_path: Path, registered: 
     assert (summary.total, summary.done_before, summary.ran, summary.failed) == (6, 0, 6, 0)
     assert summary.verdict == "reproduced"
     assert all(calls_of(calls, x, s) == 1 for x in (1, 2, 3) for s in (0, 1))
-    again = run("tiny-skip", store=store, workers=2, progress=False).experiments[0]
+    again = run("tiny-skip", store=store, workers=0, progress=False).experiments[0]
     assert (again.done_before, again.ran) == (6, 0)
     assert all(calls_of(calls, x, s) == 1 for x in (1, 2, 3) for s in (0, 1))
     more = run("tiny-skip", store=store, seeds=3, workers=0, progress=False).experiments[0]
@@ -74,6 +74,22 @@ def test_failed_trial_is_recorded_and_retried(tmp_path: Path, registered: Regist
     assert all(calls_of(calls, x, s) == 1 for x in (1, 2) for s in (0, 1))
 
 
+def test_trials_of_a_dead_worker_stay_pending(tmp_path: Path, registered: Register) -> None:
+    calls, flag, store = tmp_path / "calls", tmp_path / "die", tmp_path / "store"
+    flag.touch()
+    registered(tiny("tiny-dead", calls, xs=(1, 2), seeds=2, exit_if=str(flag)))
+    [summary] = run("tiny-dead", store=store, workers=1, progress=False).experiments
+    assert (summary.ran, summary.lost, summary.verdict) == (0, 4, None)
+    assert summary.statement == (
+        "0 of 4 trials done (4 lost: a worker process died before finishing them); "
+        "run again to finish"
+    )
+    assert read_statuses(store, "tiny-dead") == {}
+    flag.unlink()
+    again = run("tiny-dead", store=store, workers=0, progress=False).experiments[0]
+    assert (again.ran, again.lost, again.failed, again.verdict) == (4, 0, 0, "reproduced")
+
+
 def test_killed_run_resumes_and_finishes_each_trial_once(
     tmp_path: Path, registered: Register
 ) -> None:
@@ -104,7 +120,7 @@ def test_killed_run_resumes_and_finishes_each_trial_once(
     assert 2 <= len(done) < len(xs)
     assert set(read_statuses(store, "tiny-killed").values()) == {"ok"}
     registered(tiny("tiny-killed", calls, xs=xs, seeds=1, sleep=0.5))
-    resumed = run("tiny-killed", store=store, workers=2, progress=False).experiments[0]
+    resumed = run("tiny-killed", store=store, workers=0, progress=False).experiments[0]
     assert (resumed.done_before, resumed.ran, resumed.failed) == (len(done), len(xs) - len(done), 0)
     assert resumed.verdict == "inconclusive"  # one seed: an unbounded interval
     after = {p.name: p.stat().st_mtime_ns for p in records.glob("*.parquet")}

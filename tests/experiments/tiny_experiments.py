@@ -24,8 +24,11 @@ EVIL_CLAIM = 'y grows with x <script>alert("x")</script> & stays finite'
 
 def counting_trial(config: Mapping[str, Any], seed: int, artifacts: Path) -> dict[str, Any]:
     """y = x^2 + seed, after ``sleep`` seconds; fails (ValueError) while the file
-    ``config["fail_if"]`` exists; one file per completed call in ``config["calls"]``."""
+    ``config["fail_if"]`` exists, kills its process while ``config["exit_if"]`` exists; one
+    file per completed call in ``config["calls"]``."""
     time.sleep(float(config.get("sleep", 0.0)))
+    if config.get("exit_if") and Path(config["exit_if"]).exists():
+        os._exit(3)  # a worker process that dies (killed, out of memory, a native crash)
     flag = config.get("fail_if")
     if flag and Path(flag).exists():
         print("about to fail")  # goes to the trial's log

@@ -26,10 +26,11 @@ __all__ = [
 def group_intervals(
     trials: pd.DataFrame, by: Sequence[str], column: str, confidence: float = 0.95
 ) -> pd.DataFrame:
-    """One row per group of ``by``: the group's keys, then ``<column>``, ``<column>_low``,
-    ``<column>_high`` (the mean over seeds and its Student-t interval) and ``seeds``."""
+    """One row per group of ``by`` (sorted by the keys): the group's keys, then ``<column>``,
+    ``<column>_low``, ``<column>_high`` (the mean over seeds and its Student-t interval) and
+    ``seeds``."""
     rows = []
-    for keys, part in trials.groupby(list(by), sort=False, dropna=False):
+    for keys, part in trials.groupby(list(by), sort=True, dropna=False):
         values = keys if isinstance(keys, tuple) else (keys,)
         interval = mean_interval(part[column], confidence)
         rows.append(

@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 from tailwise._errors import UsageError
 
 __all__ = [
+    "RECORD_COLUMNS",
     "VERDICTS",
     "Analysis",
     "Config",
@@ -57,6 +58,26 @@ Metrics = Mapping[str, float | int | str]
 #: ``trial(config, seed, artifact_dir) -> metrics``.
 TrialFunction = Callable[[Config, int, Path], Metrics]
 
+#: The columns every trial record has (:mod:`tailwise.experiments.store`), in this order;
+#: the metrics follow. No config key or metric may take one of these names.
+RECORD_COLUMNS: tuple[str, ...] = (
+    "trial_id",
+    "experiment",
+    "scale",
+    "config",
+    "seed",
+    "status",
+    "error",
+    "seconds",
+    "host",
+    "pid",
+    "started",
+    "finished",
+    "tailwise_version",
+    "torch_version",
+    "numpy_version",
+    "python_version",
+)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -201,6 +222,9 @@ class Experiment:
                 bad = [key for key in config if not (isinstance(key, str) and _KEY.match(key))]
                 if bad:
                     raise UsageError(f"{where}: config keys must be identifiers, got {bad}")
+                taken = [key for key in config if key in RECORD_COLUMNS]
+                if taken:
+                    raise UsageError(f"{where}: config keys {taken} are names of record columns")
                 text = canonical_json(config)
                 if text in texts:
                     raise UsageError(f"{where}: grid {scale!r} repeats the config {text}")

@@ -56,6 +56,7 @@ th, td { padding: 3px 8px; border-bottom: 1px solid #e3e7ee; white-space: nowrap
 th { background: #eef1f6; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.na { color: #9aa3b2; text-align: center; }
+#summary table { width: 100%; }
 #summary td { white-space: normal; }
 code { background: #eef1f6; padding: 2px 6px; border-radius: 4px; font-size: 13px; }
 .note { color: #5a6475; font-size: 13px; }

@@ -166,12 +166,13 @@ def analysis_frame(
 
 
 def _analyze(
-    experiment: Experiment, scale: str, store: Path, seeds: int, expected: int
+    experiment: Experiment, scale: str, store: Path, seeds: int, expected: int, lost: int
 ) -> tuple[str | None, str]:
     """(verdict, statement) of the trials in the store; kept there when complete."""
     frame, _ = analysis_frame(experiment, scale, store, seeds)
     if len(frame) < expected:
-        return None, f"{len(frame)} of {expected} trials done; run again to finish"
+        why = f" ({lost} lost: a worker process died before finishing them)" if lost else ""
+        return None, f"{len(frame)} of {expected} trials done{why}; run again to finish"
     try:
         analysis: Analysis = experiment.analyze(frame)
     except Exception as exc:  # an analysis bug must not hide the other experiments' results
@@ -272,7 +273,9 @@ def run(
     for experiment in chosen:
         trials = planned[experiment.name]
         count = _seed_count(experiment, seeds)
-        verdict, statement = _analyze(experiment, scale, root, count, len(trials))
+        verdict, statement = _analyze(
+            experiment, scale, root, count, len(trials), lost[experiment.name]
+        )
         runs.append(
             ExperimentRun(
                 name=experiment.name,
@@ -300,7 +303,7 @@ def status(name: str, store: str | os.PathLike[str] | None = None) -> pd.DataFra
 
     >>> table = status("002-serw-diffusion", store="/nonexistent")
     >>> table[["scale", "expected", "done", "pending"]].values.tolist()
-    [['quick', 35, 0, 35], ['full', 105, 0, 105]]
+    [['quick', 42, 0, 42], ['full', 126, 0, 126]]
     """
     experiment = get_experiment(name)
     root = store_path(store)

@@ -191,7 +191,7 @@ SGD_TAILS = Experiment(
     trial=sgd_tail_trial,
     analyze=analyze_sgd_tails,
     seeds=3,
-    quick_minutes=1.5,
+    quick_minutes=1.0,
     substitution="400 runs per cell on a 5 x 4 grid of (eta, b) instead of 1600 on 10 x 7",
 )
 
@@ -203,13 +203,13 @@ VANISHED = 0.02
 
 def prunability_trial(config: Config, seed: int, artifacts: Path) -> Metrics:
     """One synthetic stable layer of ``kind`` and ``alpha``: the share of entries
-    best-k-term pruning keeps at relative l2 error ``error``, and the Gaussian level."""
+    best-k-term pruning keeps at relative l2 error ``max_error``, and the Gaussian level."""
     from tailwise.sims import prunability_curve
 
     curve = prunability_curve(
         [float(config["alpha"])],
         kind=config["kind"],
-        error=float(config["error"]),
+        error=float(config["max_error"]),
         shape=(int(config["rows"]), int(config["cols"])),
         seeds=[seed],
         progress=False,
@@ -263,6 +263,9 @@ def analyze_prunability(trials: pd.DataFrame) -> Analysis:
         )
     statement = "; ".join(f"{p}: {v}" for p, v in zip(parts, verdicts, strict=True))
     table = group_intervals(trials, ["kind", "alpha"], "keep_ratio")
+    kinds = {k: i for i, k in enumerate(("iid", "elliptic_columns", "elliptic_matrix"))}
+    table = table.sort_values(["kind", "alpha"], key=lambda c: c.map(kinds) if c.name == "kind"
+                              else c).reset_index(drop=True)  # fmt: skip
     table["gaussian_keep_ratio"] = float(trials["gaussian_keep_ratio"].iloc[0])
 
     def draw(fig: Figure) -> None:
@@ -291,7 +294,7 @@ def analyze_prunability(trials: pd.DataFrame) -> Analysis:
 
 def _prunability_grid(alphas: list[float], rows: int, cols: int) -> list[Config]:
     return [
-        {"kind": kind, "alpha": alpha, "rows": rows, "cols": cols, "error": 0.1}
+        {"kind": kind, "alpha": alpha, "rows": rows, "cols": cols, "max_error": 0.1}
         for kind in ("iid", "elliptic_columns", "elliptic_matrix")
         for alpha in alphas
     ]
@@ -314,7 +317,7 @@ PRUNABILITY = Experiment(
     trial=prunability_trial,
     analyze=analyze_prunability,
     seeds=4,
-    quick_minutes=0.5,
+    quick_minutes=0.2,
     substitution="300 x 300 synthetic layers, 5 tail indices",
 )
 

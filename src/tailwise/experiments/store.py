@@ -41,6 +41,7 @@ import pandas as pd
 
 from tailwise._errors import UsageError
 from tailwise._io import atomic_open, atomic_path
+from tailwise.experiments.model import RECORD_COLUMNS
 
 __all__ = [
     "DEFAULT_STORE",
@@ -64,25 +65,6 @@ __all__ = [
 ENV_VAR = "TAILWISE_EXPERIMENTS"
 #: The default store, relative to the working directory.
 DEFAULT_STORE = "tailwise-experiments"
-#: The columns every record has, in this order; the trial's metrics follow.
-RECORD_COLUMNS: tuple[str, ...] = (
-    "trial_id",
-    "experiment",
-    "scale",
-    "config",
-    "seed",
-    "status",
-    "error",
-    "seconds",
-    "host",
-    "pid",
-    "started",
-    "finished",
-    "tailwise_version",
-    "torch_version",
-    "numpy_version",
-    "python_version",
-)
 STATUSES = ("ok", "failed")
 _RECORD_SUFFIX = ".parquet"
 
